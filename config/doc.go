@@ -1,7 +1,84 @@
-// Package config will load typed, layered configuration for Loam services.
+// Package config loads a service's typed configuration from layers, says
+// where every value came from, keeps secrets out of output, and reloads on
+// change.
 //
-// Status: not built yet. Nothing in this package works, and nothing else in
-// Loam depends on it. It will own loading a typed configuration from defaults,
-// files per environment, environment variables and flags; secrets that never
-// print; the provenance of every value; environment diffs; and hot reload.
+// A service declares its configuration as a struct and calls Load:
+//
+//	type Config struct {
+//		Service struct {
+//			ListenAddr string        `koanf:"listen_addr" default:":8080" validate:"hostname_port"`
+//			Timeout    time.Duration `koanf:"timeout" default:"5s" validate:"min=1s"`
+//		} `koanf:"service"`
+//		DB struct {
+//			URL      string        `koanf:"url" validate:"required,url"`
+//			Password config.Secret `koanf:"password" validate:"required"`
+//		} `koanf:"db"`
+//	}
+//
+//	cfg, err := config.Load[Config](ctx, config.WithEnvPrefix("CAPTURES"))
+//
+// # Layers
+//
+// Each layer overrides the ones before it:
+//
+//  1. defaults, from `default:"..."` struct tags;
+//  2. the base file, <dir>/base.{yaml,yml,json,toml};
+//  3. the environment's file, <dir>/<env>.{yaml,yml,json,toml}, where env
+//     comes from WithEnvironment, else the --env flag, else LOAM_ENV, else
+//     "development";
+//  4. environment variables, with WithEnvPrefix("CAPTURES"):
+//     CAPTURES_SERVICE__LISTEN_ADDR sets service.listen_addr (a double
+//     underscore nests, a single one stays inside the key);
+//  5. flags set on the command line, with WithFlags: --service.listen_addr=:9090.
+//
+// Keys are snake_case paths such as telemetry.sampling_ratio, named by
+// `koanf:"..."` struct tags. The directory is WithDir, "config" by default.
+// Either file may be missing; two files for the same environment
+// (base.yaml and base.json) are an error.
+//
+// # Errors
+//
+// Loading is strict. A key that T does not have is an error (with a
+// suggestion when it looks like a typo), and so is a value of the wrong
+// type, a `validate:"..."` tag that fails, a secret file that cannot be
+// read, and a file that does not parse. Load collects all of them and
+// returns one *Error whose Fields name, for each problem, the key path and
+// the source that supplied the bad value, with the line for YAML files and
+// syntax errors:
+//
+//	service.port: 70000 is above the maximum 65535 (set by config/production.yaml:4)
+//	servce: is not a known key (did you mean service?) (set by config/base.yaml:1)
+//
+// # Secrets
+//
+// A Secret field prints as "[redacted]" everywhere: fmt verbs, JSON, text
+// marshalling and slog. Its value is read with Reveal. A configured value
+// "file:/run/secrets/db" is read from that file at load time.
+//
+// # Provenance and reload
+//
+// Explain lists every effective key with its value and the layer that set
+// it ("file config/base.yaml:12", "env CAPTURES_SERVICE__PORT",
+// "flag --service.port", "default"). Watch reloads on file changes and
+// hands each new valid value to a callback, keeping the last good one when
+// a change is invalid. The loam command's "config validate|explain|diff"
+// subcommands apply the same engine to a directory, without the service's
+// types.
+//
+// # Sections
+//
+// This package is the engine: it defines no configuration sections. Each
+// Loam package owns the type of its section (telemetry, authn, ...) and the
+// service package assembles them into one struct.
+//
+// # What Loam adds to its libraries
+//
+// koanf parses YAML, JSON and TOML and merges the layers; mapstructure
+// converts values; validator checks `validate` tags; fsnotify watches the
+// directory. Loam adds on top: the environment-file convention, strict
+// unknown-key detection, the provenance of every key (file and line, env
+// var, flag) carried into every error message, all errors at once,
+// range-checked integers and durations that require a unit, the Secret
+// type with file references, and a debounced watcher that keeps the last
+// good value.
 package config

@@ -2,10 +2,17 @@
 //
 // Usage:
 //
+//	loam config validate [--env NAME]... [--json] [dir]
+//	                  check every file and environment of a config directory
+//	loam config explain [--env NAME] [--json] [dir]
+//	                  print every effective key, its value and where it was set
+//	loam config diff --env A --env B [--fail-on-drift] [--json] [dir]
+//	                  show the keys that differ between two environments
 //	loam version   print the version of Loam this binary was built from
 //	loam help      print this help
 //
-// More commands (config validate/explain/diff, catalog, new, doctor) arrive
+// "loam config help" details the config commands and their exit codes.
+// More commands (catalog, new, doctor) arrive
 // with the packages they inspect; each one is listed here when it works.
 package main
 
@@ -19,6 +26,9 @@ import (
 const usage = `loam is the command-line tool of the Loam SDK.
 
 Usage:
+  loam config validate|explain|diff ...
+                 check, explain or compare the configuration of a service
+                 ("loam config help" for details)
   loam version   print the version of Loam this binary was built from
   loam help      print this help
 `
@@ -28,7 +38,8 @@ func main() {
 }
 
 // run executes the command line args and returns the process exit code:
-// 0 on success, 2 on a usage error.
+// 0 on success, 1 when a command finds a problem (an invalid configuration),
+// 2 on a usage error.
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
@@ -38,6 +49,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
+	case "config":
+		return runConfig(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "loam", version())
 		return 0

@@ -18,6 +18,18 @@ func TestRun(t *testing.T) {
 		{name: "help", args: []string{"help"}, wantCode: 0, wantStdout: "Usage:"},
 		{name: "version", args: []string{"version"}, wantCode: 0, wantStdout: "loam "},
 		{name: "unknown command is named", args: []string{"deploy"}, wantCode: 2, wantStderr: `unknown command "deploy"`},
+		{name: "config: no subcommand", args: []string{"config"}, wantCode: 2, wantStderr: "Usage:"},
+		{name: "config: help", args: []string{"config", "help"}, wantCode: 0, wantStdout: "application section"},
+		{name: "config: unknown subcommand", args: []string{"config", "lint"}, wantCode: 2, wantStderr: `unknown command "lint"`},
+		{name: "config: unknown flag", args: []string{"config", "explain", "--nope"}, wantCode: 2, wantStderr: "flag provided but not defined"},
+		{name: "config: diff needs two environments", args: []string{"config", "diff", "--env", "staging", "testdata/config"}, wantCode: 2, wantStderr: "exactly two --env"},
+		{name: "config: explain takes one environment", args: []string{"config", "explain", "--env", "a", "--env", "b"}, wantCode: 2, wantStderr: "one --env"},
+		{name: "config: two directories", args: []string{"config", "validate", "a", "b"}, wantCode: 2, wantStderr: "at most one directory"},
+		{name: "config: missing directory", args: []string{"config", "validate", "testdata/nope"}, wantCode: 1, wantStderr: "no such file or directory"},
+		{name: "config: drift fails with --fail-on-drift", args: []string{"config", "diff", "--env", "staging", "--env", "production", "--fail-on-drift", "testdata/config"}, wantCode: 1, wantStdout: "changed"},
+		{name: "config: no drift", args: []string{"config", "diff", "--env", "qa", "--env", "uat", "--fail-on-drift", "testdata/config"}, wantCode: 0, wantStdout: "no drift between qa and uat"},
+		{name: "config: explain of an invalid environment", args: []string{"config", "explain", "--env", "staging", "testdata/invalid"}, wantCode: 1, wantStderr: "staging: testdata/invalid/base.yaml:3: YAML:"},
+		{name: "config: diff of an invalid environment", args: []string{"config", "diff", "--env", "staging", "--env", "production", "testdata/invalid"}, wantCode: 1, wantStderr: "staging: testdata/invalid/staging.json:4: JSON:"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

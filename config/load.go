@@ -1,0 +1,273 @@
+package config
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/knadh/koanf/maps"
+	"github.com/knadh/koanf/v2"
+
+	"github.com/loamhq/loam/config/internal/parse"
+)
+
+// Load reads the configuration of type T. It merges, each layer overriding
+// the ones before it: the `default:"..."` struct tags, the base file, the
+// environment's file, environment variables (WithEnvPrefix) and flags
+// (WithFlags); then it decodes the merged keys into T and validates T's
+// `validate:"..."` tags.
+//
+// T must be a struct. Its keys are named by `koanf:"name"` tags (the
+// lower-cased field name without one); nested structs and pointers to
+// structs are sections, maps accept any sub-key, and a map field tagged
+// `koanf:",remain"` takes the keys of its section that no field names.
+//
+// When the configuration is invalid Load returns the zero T and an *Error
+// holding every problem found. It returns ctx.Err() unwrapped if ctx is done
+// before it starts, and other errors (an unreadable directory, a bad option)
+// as they are. Load is safe for concurrent use.
+func Load[T any](ctx context.Context, opts ...Option) (T, error) {
+	v, _, err := load[T](ctx, newOptions(opts))
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	return v, nil
+}
+
+// state is one load: the merged key tree, the source of every key and
+// section, and the problems found so far.
+type state struct {
+	env      string
+	schema   *schema
+	k        *koanf.Koanf
+	flat     map[string]any
+	src      map[string]Source
+	problems []FieldError
+	failed   map[string]bool // paths that already have a problem
+}
+
+// load is Load, also returning the state for Explain. The value is filled
+// as far as it decodes even when the error is an *Error.
+func load[T any](ctx context.Context, o options) (T, *state, error) {
+	var out T
+	if err := ctx.Err(); err != nil {
+		return out, nil, err
+	}
+	sc, err := schemaOf(reflect.TypeFor[T]())
+	if err != nil {
+		return out, nil, err
+	}
+	env, err := o.environment()
+	if err != nil {
+		return out, nil, err
+	}
+	st := &state{env: env, schema: sc, k: koanf.New("."), src: map[string]Source{}, failed: map[string]bool{}}
+
+	defaults, defaultSrc := map[string]any{}, map[string]Source{}
+	sc.leaves(func(n *node) {
+		if n.hasDef {
+			defaults[n.path], defaultSrc[n.path] = n.def, Source{Kind: SourceDefault}
+		}
+	})
+	st.addFlat(defaults, defaultSrc)
+	if err := st.addFiles(o.dir, o.dirSet, env); err != nil {
+		return out, nil, err
+	}
+	if o.envPrefix != "" {
+		st.addFlat(envKeys(o.envPrefix))
+	}
+	if o.flags != nil {
+		st.addFlat(flagKeys(o.flags, sc))
+	}
+	st.flat = st.k.All()
+
+	root := reflect.ValueOf(&out).Elem()
+	st.decode(root)
+	if len(st.problems) == 0 || st.problems[0].Path != "" {
+		// Validation of a tree missing a file that did not parse would
+		// only add noise ("required but not set").
+		st.validate(root, sc)
+	}
+	if len(st.problems) > 0 {
+		sort.SliceStable(st.problems, func(i, j int) bool {
+			a, b := st.problems[i], st.problems[j]
+			if (a.Path == "") != (b.Path == "") {
+				return a.Path == ""
+			}
+			return a.Path < b.Path
+		})
+		return out, st, &Error{Environment: env, Fields: st.problems}
+	}
+	return out, st, nil
+}
+
+// environment applies the precedence documented on WithEnvironment.
+func (o options) environment() (string, error) {
+	env := o.env
+	if env == "" && o.flags != nil {
+		o.flags.Visit(func(f *flag.Flag) {
+			if f.Name == "env" {
+				env = f.Value.String()
+			}
+		})
+	}
+	if env == "" {
+		env = os.Getenv("LOAM_ENV")
+	}
+	if env == "" {
+		env = "development"
+	}
+	if env == "base" || strings.ContainsAny(env, `/\`) || strings.HasPrefix(env, ".") {
+		return "", fmt.Errorf("config: %q cannot be an environment name", env)
+	}
+	return env, nil
+}
+
+func (st *state) fail(path string, src Source, msg string) {
+	if path != "" {
+		if st.failed[path] {
+			return
+		}
+		st.failed[path] = true
+	}
+	st.problems = append(st.problems, FieldError{Path: path, Source: src, Msg: msg})
+}
+
+// add merges one layer's tree; srcOf gives the source of a key or section
+// path, given also the leaf key that brought it.
+func (st *state) add(tree map[string]any, srcOf func(path, leaf string) Source) {
+	flat, _ := maps.Flatten(tree, nil, ".")
+	for key := range flat {
+		for p := key; ; {
+			st.src[p] = srcOf(p, key)
+			i := strings.LastIndexByte(p, '.')
+			if i < 0 {
+				break
+			}
+			p = p[:i]
+		}
+	}
+	_ = st.k.Load(treeProvider(tree), nil) // merging a map cannot fail
+}
+
+// addFlat merges a layer given as flat keys, each with its own source.
+func (st *state) addFlat(flat map[string]any, src map[string]Source) {
+	st.add(maps.Unflatten(flat, "."), func(_, leaf string) Source { return src[leaf] })
+}
+
+// addFiles merges base.* then <env>.* from dir, recording syntax errors
+// and ambiguous files as problems.
+func (st *state) addFiles(dir string, mustExist bool, env string) error {
+	files, err := scanDir(dir)
+	if errors.Is(err, fs.ErrNotExist) && !mustExist {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, stem := range []string{"base", env} {
+		names := files[stem]
+		if len(names) == 0 {
+			continue
+		}
+		path := filepath.Join(dir, names[0])
+		if len(names) > 1 {
+			st.fail("", Source{Kind: SourceFile, Name: path},
+				fmt.Sprintf("%s is also there; keep one file per environment", filepath.Join(dir, names[1])))
+			continue
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("config: %w", err)
+		}
+		tree, lines, err := parse.Bytes(strings.TrimPrefix(filepath.Ext(path), "."), data)
+		if se := (*parse.SyntaxError)(nil); errors.As(err, &se) {
+			st.fail("", Source{Kind: SourceFile, Name: path, Line: se.Line}, se.Msg)
+			continue
+		}
+		st.add(tree, func(p, _ string) Source { return Source{Kind: SourceFile, Name: path, Line: lines[p]} })
+	}
+	return nil
+}
+
+// scanDir maps each file stem in dir to its configuration file names.
+func scanDir(dir string) (map[string][]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	files := map[string][]string{}
+	for _, e := range entries {
+		ext := strings.TrimPrefix(filepath.Ext(e.Name()), ".")
+		if e.IsDir() || !slices.Contains(parse.Exts, ext) || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		stem := strings.TrimSuffix(e.Name(), "."+ext)
+		files[stem] = append(files[stem], e.Name())
+	}
+	return files, nil
+}
+
+// Environments lists, sorted, the environments that have a file in dir:
+// the names of its *.yaml, *.yml, *.json and *.toml files other than base.
+// It returns an error wrapping fs.ErrNotExist when dir does not exist.
+func Environments(dir string) ([]string, error) {
+	files, err := scanDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var envs []string
+	for stem := range files {
+		if stem != "base" {
+			envs = append(envs, stem)
+		}
+	}
+	slices.Sort(envs)
+	return envs, nil
+}
+
+// envKeys reads the environment-variable layer (see WithEnvPrefix).
+func envKeys(prefix string) (map[string]any, map[string]Source) {
+	prefix += "_"
+	flat, src := map[string]any{}, map[string]Source{}
+	for _, kv := range os.Environ() {
+		name, val, _ := strings.Cut(kv, "=")
+		if name == "LOAM_ENV" || len(name) <= len(prefix) || !strings.HasPrefix(name, prefix) {
+			continue
+		}
+		key := strings.ToLower(strings.ReplaceAll(name[len(prefix):], "__", "."))
+		flat[key], src[key] = val, Source{Kind: SourceEnv, Name: name}
+	}
+	return flat, src
+}
+
+// flagKeys reads the flag layer (see WithFlags).
+func flagKeys(fs *flag.FlagSet, sc *schema) (map[string]any, map[string]Source) {
+	flat, src := map[string]any{}, map[string]Source{}
+	fs.Visit(func(f *flag.Flag) {
+		_, known := sc.nodes[f.Name]
+		if f.Name == "env" || !known && !strings.Contains(f.Name, ".") {
+			return
+		}
+		flat[f.Name], src[f.Name] = f.Value.String(), Source{Kind: SourceFlag, Name: "--" + f.Name}
+	})
+	return flat, src
+}
+
+// treeProvider hands an already parsed tree to koanf.
+type treeProvider map[string]any
+
+func (p treeProvider) ReadBytes() ([]byte, error) {
+	return nil, errors.New("config: treeProvider has no bytes")
+}
+
+func (p treeProvider) Read() (map[string]any, error) { return p, nil }
