@@ -40,8 +40,9 @@
 //
 // Loading is strict. A key that T does not have is an error (with a
 // suggestion when it looks like a typo), and so is a value of the wrong
-// type, a `validate:"..."` tag that fails, a secret file that cannot be
-// read, and a file that does not parse. Load collects all of them and
+// type, a `validate:"..."` tag that fails (validator's tags, plus
+// listen_addr: a host:port to listen on, where port 0 picks a free port),
+// a secret file that cannot be read, and a file that does not parse. Load collects all of them and
 // returns one *Error whose Fields name, for each problem, the key path and
 // the source that supplied the bad value, with the line for YAML files and
 // syntax errors:

@@ -34,6 +34,7 @@ func TestExplain(t *testing.T) {
 		{Key: "db.password", Value: "[redacted]", Source: config.Source{Kind: config.SourceFile, Name: base, Line: 7}},
 		{Key: "hosts"},
 		{Key: "labels.team", Value: "media", Source: config.Source{Kind: config.SourceFile, Name: base, Line: 5}},
+		{Key: "service.admin_addr", Value: ":9090", Source: def},
 		{Key: "service.listen_addr", Value: ":8080", Source: def},
 		{Key: "service.mode", Value: "degraded", Source: config.Source{Kind: config.SourceEnv, Name: "LOAMTEST_SERVICE__MODE"}},
 		{Key: "service.name", Value: "captures", Source: config.Source{Kind: config.SourceFile, Name: base, Line: 2}},

@@ -15,6 +15,7 @@ type testConfig struct {
 	Service struct {
 		Name       string        `koanf:"name" validate:"required"`
 		ListenAddr string        `koanf:"listen_addr" default:":8080" validate:"hostname_port"`
+		AdminAddr  string        `koanf:"admin_addr" default:":9090" validate:"listen_addr"`
 		Port       int           `koanf:"port" default:"8080" validate:"min=1,max=65535"`
 		Timeout    time.Duration `koanf:"timeout" default:"5s" validate:"min=1s"`
 		Mode       string        `koanf:"mode" default:"normal" validate:"oneof=normal degraded"`

@@ -41,6 +41,7 @@ func TestLoadLayers(t *testing.T) {
 	var want testConfig
 	want.Service.Name = "captures"
 	want.Service.ListenAddr = "localhost:9300"
+	want.Service.AdminAddr = ":9090"
 	want.Service.Port = 9100
 	want.Service.Timeout = 2 * time.Second
 	want.Service.Mode = "degraded"
@@ -209,6 +210,13 @@ func TestLoadErrors(t *testing.T) {
 			files: map[string]string{"base.yaml": good},
 			env:   map[string]string{"LOAMTEST_SERVICE__LISTEN_ADDR": "8080"},
 			want:  []config.FieldError{{Path: "service.listen_addr", Source: env("LOAMTEST_SERVICE__LISTEN_ADDR"), Msg: `"8080" is not a host:port`}},
+		},
+		{
+			name:  "listen_addr",
+			files: map[string]string{"base.yaml": good},
+			env:   map[string]string{"LOAMTEST_SERVICE__ADMIN_ADDR": "localhost:99999"},
+			want: []config.FieldError{{Path: "service.admin_addr", Source: env("LOAMTEST_SERVICE__ADMIN_ADDR"),
+				Msg: `"localhost:99999" is not an address to listen on, host:port (the host may be empty, port 0 picks a free port)`}},
 		},
 		{
 			name:  "missing secret file",

@@ -3,8 +3,10 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -16,6 +18,16 @@ import (
 var validatorOnce = sync.OnceValue(func() *validator.Validate {
 	v := validator.New(validator.WithRequiredStructEnabled())
 	v.RegisterCustomTypeFunc(func(v reflect.Value) any { return v.Interface().(Secret).Reveal() }, Secret{})
+	// listen_addr is an address to listen on: host:port where the host may
+	// be empty (every interface) and port 0 asks for a free port.
+	_ = v.RegisterValidation("listen_addr", func(fl validator.FieldLevel) bool {
+		_, port, err := net.SplitHostPort(fl.Field().String())
+		if err != nil {
+			return false
+		}
+		n, err := strconv.ParseUint(port, 10, 16)
+		return err == nil && n <= 65535
+	})
 	return v
 })
 
@@ -101,6 +113,8 @@ func validationMsg(fe validator.FieldError, secret, set bool) string {
 		return fmt.Sprintf("%s is not a valid URL", val)
 	case "hostname_port":
 		return fmt.Sprintf("%s is not a host:port", val)
+	case "listen_addr":
+		return fmt.Sprintf("%s is not an address to listen on, host:port (the host may be empty, port 0 picks a free port)", val)
 	case "hostname", "hostname_rfc1123", "fqdn":
 		return fmt.Sprintf("%s is not a valid host name", val)
 	}

@@ -16,6 +16,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/loamhq/loam/config"
+	"github.com/loamhq/loam/service"
 )
 
 const configUsage = `Usage:
@@ -49,28 +50,33 @@ Exit status: 0 ok, 1 invalid configuration (or drift with --fail-on-drift),
 `
 
 // loamSections is the schema of the sections of a service's configuration
-// that Loam itself owns, which "loam config validate" checks strictly. The
-// service, telemetry, authn, authz, cache and events sections are added here
-// by the issues that build those packages, each as the type its package
-// exports, for example:
-//
-//	Telemetry telemetry.Config `koanf:"telemetry"`
-//
-// Every other top-level section lands in Application: it belongs to the
-// service, and only the service's own config.Load can check it.
+// that Loam itself owns, which "loam config validate" checks strictly: the
+// standard sections of service.Config (service, telemetry; more join it as
+// their packages land). Every other top-level section lands in Application:
+// it belongs to the service, and only the service's own config.Load can
+// check it.
 type loamSections struct {
+	service.Config
 	Application map[string]any `koanf:",remain"`
 }
 
 // knownSections lists the top-level keys of loamSections.
 func knownSections() []string {
 	var names []string
-	t := reflect.TypeFor[loamSections]()
-	for i := range t.NumField() {
-		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("koanf"), ","); name != "" {
-			names = append(names, name)
+	var walk func(t reflect.Type)
+	walk = func(t reflect.Type) {
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("koanf"), ",")
+			switch {
+			case name != "":
+				names = append(names, name)
+			case f.Anonymous:
+				walk(f.Type)
+			}
 		}
 	}
+	walk(reflect.TypeFor[loamSections]())
 	return names
 }
 

@@ -27,6 +27,7 @@ func TestConfigGolden(t *testing.T) {
 		{name: "validate", args: []string{"validate", "testdata/config"}},
 		{name: "validate_json", args: []string{"validate", "--json", "testdata/config"}},
 		{name: "validate_invalid", args: []string{"validate", "testdata/invalid"}, wantCode: 1},
+		{name: "validate_bad_sections", args: []string{"validate", "--env", "production", "testdata/badsections"}, wantCode: 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,0 +1,257 @@
+package service
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/loamhq/loam/telemetry"
+)
+
+// Production is the environment name in which reflection is off by default
+// and fault injection refuses to start unless explicitly allowed.
+const Production = "production"
+
+// Config is the standard configuration of a Loam service: one section per
+// part of the SDK. Embed it in the service's own configuration struct, so
+// one file configures the whole service:
+//
+//	type Config struct {
+//		service.Config
+//		Storage StorageConfig `koanf:"storage"`
+//	}
+//	cfg, err := config.Load[Config](ctx, config.WithEnvPrefix("CAPTURES"))
+type Config struct {
+	// Service is the `service` section: identity, addresses, limits,
+	// shutdown, fault injection and client defaults.
+	Service Settings `koanf:"service"`
+	// Telemetry is the `telemetry` section.
+	Telemetry telemetry.Config `koanf:"telemetry"`
+}
+
+// Settings is the `service` section.
+type Settings struct {
+	// Name is the service's name in telemetry and logs. Required.
+	Name string `koanf:"name" validate:"required"`
+	// Version is the service's version, such as a release tag or commit.
+	Version string `koanf:"version"`
+	// Environment names where the service runs, such as development,
+	// staging or production. Empty means LOAM_ENV, else development: set it
+	// in each environment's file so the name cannot drift from the file.
+	Environment string `koanf:"environment"`
+	// ListenAddr is the gRPC server's address.
+	ListenAddr string `koanf:"listen_addr" default:"127.0.0.1:8080" validate:"listen_addr"`
+	// AdminAddr is the admin HTTP server's address (/metrics, /healthz,
+	// /readyz, /debug/pprof). Empty turns the admin server off.
+	AdminAddr string `koanf:"admin_addr" default:"127.0.0.1:9090" validate:"omitempty,listen_addr"`
+	// Reflection turns gRPC server reflection on or off. Unset means on,
+	// except in production.
+	Reflection *bool `koanf:"reflection"`
+	// Pprof serves /debug/pprof on the admin server.
+	Pprof bool `koanf:"pprof"`
+	// PublicEndpoint says the service faces callers outside the trust
+	// boundary: their trace context is linked, never trusted as parent.
+	// Methods whose access rule is public are treated so either way.
+	PublicEndpoint bool `koanf:"public_endpoint"`
+	// DrainDelay is how long the server keeps serving after it reports
+	// NOT_SERVING, so load balancers stop sending before it stops
+	// accepting.
+	DrainDelay time.Duration `koanf:"drain_delay" default:"0s" validate:"min=0s"`
+	// ShutdownTimeout bounds the drain of in-flight RPCs; when it runs out,
+	// the remaining RPCs are cancelled. Zero means 15s.
+	ShutdownTimeout time.Duration `koanf:"shutdown_timeout" default:"15s" validate:"min=0s"`
+	// Limits bounds what one client can ask of the server.
+	Limits Limits `koanf:"limits"`
+	// Faults configures fault injection, for resilience testing.
+	Faults Faults `koanf:"faults"`
+	// Client holds the defaults of connections made with Dial.
+	Client ClientSettings `koanf:"client"`
+}
+
+// Limits bounds what one client can ask of the server.
+type Limits struct {
+	// MaxRecvMsgBytes is the largest request message accepted. Zero means
+	// 4 MiB.
+	MaxRecvMsgBytes int `koanf:"max_recv_msg_bytes" default:"4194304" validate:"min=0"`
+	// MaxSendMsgBytes is the largest response message sent. Zero means
+	// 4 MiB.
+	MaxSendMsgBytes int `koanf:"max_send_msg_bytes" default:"4194304" validate:"min=0"`
+	// MaxConcurrentStreams bounds the concurrent RPCs of one connection.
+	// Zero means 1000.
+	MaxConcurrentStreams uint32 `koanf:"max_concurrent_streams" default:"1000"`
+	// KeepaliveMinTime is the shortest interval between client pings that
+	// the server tolerates; a client pinging more often is disconnected.
+	KeepaliveMinTime time.Duration `koanf:"keepalive_min_time" default:"20s" validate:"min=0s"`
+	// KeepalivePermitWithoutStream lets clients ping with no RPC in flight.
+	KeepalivePermitWithoutStream bool `koanf:"keepalive_permit_without_stream"`
+	// MaxConnectionAge closes connections after this long, so clients
+	// rebalance across replicas. Zero means never.
+	MaxConnectionAge time.Duration `koanf:"max_connection_age" default:"0s" validate:"min=0s"`
+	// MaxConnectionIdle closes connections idle for this long. Zero means
+	// never.
+	MaxConnectionIdle time.Duration `koanf:"max_connection_idle" default:"0s" validate:"min=0s"`
+}
+
+// Faults configures fault injection: delays and errors injected into
+// chosen methods, to test how callers cope. It is off by default and
+// refuses to turn on in production unless AllowInProduction is set.
+type Faults struct {
+	// Enabled turns fault injection on.
+	Enabled bool `koanf:"enabled"`
+	// AllowInProduction lets Enabled take effect in production.
+	AllowInProduction bool `koanf:"allow_in_production"`
+	// FromHeaders lets each request ask for a fault with the metadata
+	// loam-fault-delay (a duration) and loam-fault-abort (a gRPC code
+	// name such as UNAVAILABLE).
+	FromHeaders bool `koanf:"from_headers"`
+	// Rules inject faults into the methods they match.
+	Rules []FaultRule `koanf:"rules"`
+}
+
+// FaultRule injects a fault into the RPCs of the methods it matches.
+type FaultRule struct {
+	// Method is a full method name, /package.Service/Method, or
+	// /package.Service/* for every method of a service.
+	Method string `koanf:"method" validate:"required"`
+	// Delay is added before the handler runs.
+	Delay time.Duration `koanf:"delay" validate:"min=0s"`
+	// Abort is the gRPC code name returned instead of calling the handler,
+	// such as UNAVAILABLE. Empty means no abort.
+	Abort string `koanf:"abort"`
+	// Percent is the share of matching RPCs affected, from 0 to 100.
+	// Zero means 100.
+	Percent float64 `koanf:"percent" validate:"min=0,max=100"`
+}
+
+// ClientSettings holds the defaults of connections made with Dial.
+type ClientSettings struct {
+	// Timeout is the deadline given to unary calls whose context has none.
+	// Zero means 10s; a negative value gives no default deadline.
+	Timeout time.Duration `koanf:"timeout" default:"10s"`
+	// RetryMaxAttempts is the most attempts of an idempotent call that
+	// failed with UNAVAILABLE, the first included. 1 turns retries off;
+	// zero means 3.
+	RetryMaxAttempts int `koanf:"retry_max_attempts" default:"3" validate:"min=0,max=5"`
+	// RetryInitialBackoff is the upper bound of the first random backoff.
+	// Zero means 100ms.
+	RetryInitialBackoff time.Duration `koanf:"retry_initial_backoff" default:"100ms" validate:"min=0s"`
+	// RetryMaxBackoff caps the backoff between attempts. Zero means 1s.
+	RetryMaxBackoff time.Duration `koanf:"retry_max_backoff" default:"1s" validate:"min=0s"`
+}
+
+// Validate reports every rule of c that `validate` tags cannot say, each
+// naming its key; config.Load checks the tags. New calls Validate, so a
+// Config built in code is checked too.
+func (c Config) Validate() error {
+	var errs []error
+	s := c.Service
+	if s.Name == "" {
+		errs = append(errs, errors.New("service.name: is required"))
+	}
+	if s.ListenAddr == "" {
+		errs = append(errs, errors.New("service.listen_addr: is required"))
+	}
+	for i, r := range s.Faults.Rules {
+		if _, _, ok := splitMethodPattern(r.Method); !ok {
+			errs = append(errs, fmt.Errorf("service.faults.rules[%d].method: %q is not /package.Service/Method or /package.Service/*", i, r.Method))
+		}
+		if r.Abort != "" {
+			if _, ok := codeByName(r.Abort); !ok {
+				errs = append(errs, fmt.Errorf("service.faults.rules[%d].abort: %q is not a gRPC code name such as UNAVAILABLE", i, r.Abort))
+			}
+		}
+		if r.Delay == 0 && r.Abort == "" {
+			errs = append(errs, fmt.Errorf("service.faults.rules[%d]: sets neither delay nor abort", i))
+		}
+	}
+	if s.Faults.Enabled && s.environment() == Production && !s.Faults.AllowInProduction {
+		errs = append(errs, errors.New("service.faults.enabled: fault injection refuses to run in production; set service.faults.allow_in_production to mean it"))
+	}
+	if cl := s.Client.withDefaults(); cl.RetryMaxBackoff < cl.RetryInitialBackoff {
+		errs = append(errs, fmt.Errorf("service.client.retry_max_backoff: %v is below retry_initial_backoff %v", cl.RetryMaxBackoff, cl.RetryInitialBackoff))
+	}
+	if err := c.Telemetry.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// withDefaults returns s with zero fields that document a default set to it,
+// so a Settings built in code behaves as one loaded from a file.
+func (s Settings) withDefaults() Settings {
+	if s.ShutdownTimeout == 0 {
+		s.ShutdownTimeout = 15 * time.Second
+	}
+	if s.Limits.MaxRecvMsgBytes == 0 {
+		s.Limits.MaxRecvMsgBytes = 4 << 20
+	}
+	if s.Limits.MaxSendMsgBytes == 0 {
+		s.Limits.MaxSendMsgBytes = 4 << 20
+	}
+	if s.Limits.MaxConcurrentStreams == 0 {
+		s.Limits.MaxConcurrentStreams = 1000
+	}
+	s.Client = s.Client.withDefaults()
+	return s
+}
+
+// withDefaults returns c with zero fields set to their documented defaults.
+func (c ClientSettings) withDefaults() ClientSettings {
+	if c.Timeout == 0 {
+		c.Timeout = 10 * time.Second
+	}
+	if c.RetryMaxAttempts == 0 {
+		c.RetryMaxAttempts = 3
+	}
+	if c.RetryInitialBackoff == 0 {
+		c.RetryInitialBackoff = 100 * time.Millisecond
+	}
+	if c.RetryMaxBackoff == 0 {
+		c.RetryMaxBackoff = time.Second
+	}
+	return c
+}
+
+// environment returns the environment name, resolved as Settings.Environment
+// documents.
+func (s Settings) environment() string {
+	if s.Environment != "" {
+		return s.Environment
+	}
+	if env := os.Getenv("LOAM_ENV"); env != "" {
+		return env
+	}
+	return "development"
+}
+
+func (s Settings) reflection() bool {
+	if s.Reflection != nil {
+		return *s.Reflection
+	}
+	return s.environment() != Production
+}
+
+// splitMethodPattern splits /package.Service/Method (or /package.Service/*)
+// into service and method.
+func splitMethodPattern(p string) (svc, method string, ok bool) {
+	rest, ok := strings.CutPrefix(p, "/")
+	if !ok {
+		return "", "", false
+	}
+	svc, method, ok = strings.Cut(rest, "/")
+	return svc, method, ok && svc != "" && method != "" && !strings.Contains(method, "/")
+}
+
+// codeByName returns the gRPC code with the canonical name n (UNAVAILABLE,
+// DEADLINE_EXCEEDED, ...), case-insensitively.
+func codeByName(n string) (codes.Code, bool) {
+	var c codes.Code
+	if err := c.UnmarshalJSON([]byte(`"` + strings.ToUpper(n) + `"`)); err != nil {
+		return 0, false
+	}
+	return c, true
+}

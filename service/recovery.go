@@ -1,0 +1,105 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+
+	otelcodes "go.opentelemetry.io/otel/codes"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Messages sent to clients instead of what went wrong inside the server.
+const (
+	panicMessage   = "internal error"
+	unknownMessage = "unknown error"
+)
+
+// chain returns the server's interceptors in the order Server documents;
+// tel fills the telemetry slot when telemetry records nothing and needs no
+// stats handler.
+func chain(log *slog.Logger, tel Interceptors, o serverOptions, f *faults) ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
+	unary := []grpc.UnaryServerInterceptor{recoverUnary(log)}
+	stream := []grpc.StreamServerInterceptor{recoverStream(log)}
+	for _, slot := range append([]Interceptors{tel, o.authn, o.authz}, o.app...) {
+		if slot.Unary != nil {
+			unary = append(unary, slot.Unary)
+		}
+		if slot.Stream != nil {
+			stream = append(stream, slot.Stream)
+		}
+	}
+	if f != nil {
+		unary = append(unary, f.unary)
+		stream = append(stream, f.stream)
+	}
+	return unary, stream
+}
+
+func recoverUnary(log *slog.Logger) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				resp, err = nil, panicked(ctx, log, info.FullMethod, r)
+			}
+		}()
+		resp, err = handler(ctx, req)
+		return resp, sanitize(ctx, log, info.FullMethod, err)
+	}
+}
+
+func recoverStream(log *slog.Logger) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = panicked(ss.Context(), log, info.FullMethod, r)
+			}
+		}()
+		return sanitize(ss.Context(), log, info.FullMethod, handler(srv, ss))
+	}
+}
+
+// panicked records a handler's panic with its stack in the log and the
+// span, and returns the generic error the client sees.
+func panicked(ctx context.Context, log *slog.Logger, method string, r any) error {
+	stack := string(debug.Stack())
+	log.ErrorContext(ctx, "handler panicked", "rpc.method", method, "panic", fmt.Sprint(r), "stack", stack)
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		span.AddEvent("exception", trace.WithAttributes(
+			semconv.ExceptionType(fmt.Sprintf("%T", r)),
+			semconv.ExceptionMessage(fmt.Sprint(r)),
+			semconv.ExceptionStacktrace(stack),
+		))
+		span.SetStatus(otelcodes.Error, "panic")
+	}
+	return status.Error(codes.Internal, panicMessage)
+}
+
+// sanitize lets gRPC status errors through, maps context errors to their
+// codes, and replaces any other error, whose text may hold internals, with
+// a generic Unknown after logging it.
+func sanitize(ctx context.Context, log *slog.Logger, method string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	switch {
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, context.Canceled.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, context.DeadlineExceeded.Error())
+	}
+	log.ErrorContext(ctx, "handler returned a non-status error", "rpc.method", method, "error", err)
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		span.RecordError(err)
+	}
+	return status.Error(codes.Unknown, unknownMessage)
+}
