@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/loamhq/loam/authn"
 	"github.com/loamhq/loam/telemetry"
 )
 
@@ -31,6 +32,10 @@ type Config struct {
 	Service Settings `koanf:"service"`
 	// Telemetry is the `telemetry` section.
 	Telemetry telemetry.Config `koanf:"telemetry"`
+	// Authn is the `authn` section. With a trusted issuer or mtls set, the
+	// server authenticates every call except health checks, reflection and
+	// methods whose access rule is public.
+	Authn authn.Config `koanf:"authn"`
 }
 
 // Settings is the `service` section.
@@ -176,6 +181,11 @@ func (c Config) Validate() error {
 	}
 	if err := c.Telemetry.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if authnConfigured(c.Authn) {
+		if err := c.Authn.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("authn: %w", err))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -1,8 +1,8 @@
 // Package service assembles a production gRPC server and client from
 // Loam's parts.
 //
-// New builds a Server from the standard Config (the `service` and
-// `telemetry` sections; more sections join as their packages land):
+// New builds a Server from the standard Config (the `service`, `telemetry`
+// and `authn` sections; more sections join as their packages land):
 // recovery, telemetry, limits, authentication, authorization and fault
 // injection wired in a documented order (see Server), the grpc.health.v1
 // service with per-service status, reflection on outside production, and an
@@ -13,7 +13,8 @@
 //
 // Dial returns a client connection with the same telemetry, a default
 // deadline, retries of idempotent methods on UNAVAILABLE through gRPC's
-// service config, and a slot for per-RPC credentials.
+// service config, and a slot for per-RPC credentials, such as the service's
+// own token from authn.NewClientCredentials.
 //
 // What Loam adds on top of grpc-go: one constructor with a fixed,
 // documented interceptor order; panics and stray errors that never leak

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 
+	"github.com/loamhq/loam/authn"
 	"github.com/loamhq/loam/proto/loam/options"
 	"github.com/loamhq/loam/telemetry"
 )
@@ -59,7 +60,9 @@ func WithTelemetry(t *telemetry.Telemetry) Option {
 }
 
 // WithAuthentication fills the authentication slot of the chain, which runs
-// after recovery and before authorization.
+// after recovery and before authorization. Without it, the slot holds an
+// authn.Authenticator built from the authn section when that section names
+// an issuer or turns on mtls, and stays empty otherwise.
 func WithAuthentication(i Interceptors) Option {
 	return optionFunc(func(o *serverOptions) { o.authn = i })
 }
@@ -130,6 +133,7 @@ type Server struct {
 	tel    *telemetry.Telemetry
 	ownTel bool
 	log    *slog.Logger
+	authn  *authn.Authenticator // nil unless built from the authn section
 	admin  *admin
 
 	mu       sync.Mutex
@@ -162,6 +166,14 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Server, error) {
 		s.tel, s.ownTel = tel, true
 	}
 	s.log = s.tel.Logger()
+	if s.o.authn.Unary == nil && s.o.authn.Stream == nil && authnConfigured(cfg.Authn) {
+		a, err := s.newAuthenticator()
+		if err != nil {
+			return nil, err
+		}
+		s.authn = a
+		s.o.authn = Interceptors{Unary: a.UnaryInterceptor, Stream: a.StreamInterceptor}
+	}
 
 	lim := cfg.Service.Limits
 	public := func(fullMethod string) bool {
@@ -320,6 +332,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.SetServing(name, true)
 	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	if s.authn != nil {
+		go s.warmUp(ctx, s.authn)
+	}
 
 	errc := make(chan error, 2)
 	go func() { errc <- s.grpc.Serve(s.o.listener) }()

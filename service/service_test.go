@@ -75,7 +75,20 @@ type running struct {
 	done  chan error
 }
 
-func start(t *testing.T, cfg service.Config, stub *stubserver.Stub, opts ...service.Option) *running {
+// registrar registers services on a server, as generated Register
+// functions do.
+type registrar interface{ Register(grpc.ServiceRegistrar) }
+
+// registrars registers several.
+type registrars []registrar
+
+func (rs registrars) Register(r grpc.ServiceRegistrar) {
+	for _, x := range rs {
+		x.Register(r)
+	}
+}
+
+func start(t *testing.T, cfg service.Config, stub registrar, opts ...service.Option) *running {
 	t.Helper()
 	r := &running{spans: tracetest.NewInMemoryExporter(), logs: &syncBuffer{}, done: make(chan error, 1)}
 	var err error

@@ -40,10 +40,11 @@ one <environment>.* file per environment, in YAML, JSON or TOML.
             in one only, and keys one inherits from base while the other sets
             them itself. --fail-on-drift exits 1 when there is any.
 
-The loam command reads files only, not environment variables or flags. Values
-of keys whose last part contains secret, password, passwd, token, key,
-credential or private are printed as [redacted] (the command has no types to
-tell secrets from other strings, so it errs on the side of hiding).
+The loam command reads files only, not environment variables or flags. Secrets
+are printed as [redacted]: in Loam's sections (service, telemetry, authn) by
+their type; in the application's sections, whose types the command does not
+know, every key whose last part contains secret, password, passwd, token, key,
+credential or private, erring on the side of hiding.
 
 Exit status: 0 ok, 1 invalid configuration (or drift with --fail-on-drift),
 2 usage error.
@@ -80,7 +81,8 @@ func knownSections() []string {
 	return names
 }
 
-// isSecretKey is the naming rule by which the CLI redacts values.
+// isSecretKey is the naming rule by which the CLI redacts the values of
+// application sections, whose types it does not know.
 func isSecretKey(key string) bool {
 	last := strings.ToLower(key[strings.LastIndexByte(key, '.')+1:])
 	for _, word := range []string{"secret", "password", "passwd", "token", "key", "credential", "private"} {
@@ -276,11 +278,20 @@ type entryJSON struct {
 	Source string `json:"source"`
 }
 
+// displayValue redacts secrets. Loam's own sections are typed, so
+// config.Explain has redacted their config.Secret values already; the
+// application's sections are not, so their keys are judged by name.
 func displayValue(e config.Entry) string {
-	if isSecretKey(e.Key) {
+	if !inLoamSection(e.Key) && isSecretKey(e.Key) {
 		return "[redacted]"
 	}
 	return e.Value
+}
+
+// inLoamSection reports whether key lies in one of Loam's own sections.
+func inLoamSection(key string) bool {
+	section, _, _ := strings.Cut(key, ".")
+	return slices.Contains(knownSections(), section)
 }
 
 func (c *configCmd) explain() int {

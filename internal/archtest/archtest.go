@@ -31,6 +31,7 @@ var Floors = map[string]int{
 	"proto":               0,
 	"internal/archtest":   0,
 	"internal/contracts":  0,
+	"internal/devissuer":  0,
 	"internal/stubserver": 0,
 	"internal/testenv":    0,
 	"telemetry":           1,

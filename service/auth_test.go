@@ -1,0 +1,167 @@
+package service_test
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/prototext"
+	"google.golang.org/protobuf/reflect/protodesc"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/descriptorpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/loamhq/loam/authn"
+	"github.com/loamhq/loam/config"
+	"github.com/loamhq/loam/internal/devissuer"
+	"github.com/loamhq/loam/internal/stubserver"
+	"github.com/loamhq/loam/service"
+)
+
+// echoProto declares loam.e2e.v1.Echo with one public and one
+// authenticated method, as a team's contract would.
+const echoProto = `
+name: "loam/e2e/v1/echo.proto"
+package: "loam.e2e.v1"
+syntax: "proto3"
+dependency: ["loam/options/v1/options.proto", "google/protobuf/wrappers.proto"]
+service {
+  name: "Echo"
+  method {
+    name: "Public" input_type: ".google.protobuf.StringValue" output_type: ".google.protobuf.StringValue"
+    options { [loam.options.v1.access] { public: true } }
+  }
+  method {
+    name: "Private" input_type: ".google.protobuf.StringValue" output_type: ".google.protobuf.StringValue"
+    options { [loam.options.v1.access] { authenticated: true } }
+  }
+}`
+
+var registerEcho = sync.OnceValue(func() error {
+	fdp := new(descriptorpb.FileDescriptorProto)
+	if err := prototext.Unmarshal([]byte(echoProto), fdp); err != nil {
+		return err
+	}
+	fd, err := protodesc.NewFile(fdp, protoregistry.GlobalFiles)
+	if err != nil {
+		return err
+	}
+	return protoregistry.GlobalFiles.RegisterFile(fd)
+})
+
+// echoDesc serves loam.e2e.v1.Echo: both methods answer with the caller's
+// subject, or "anonymous".
+var echoDesc = grpc.ServiceDesc{
+	ServiceName: "loam.e2e.v1.Echo",
+	HandlerType: (*any)(nil),
+	Methods:     []grpc.MethodDesc{echoMethod("Public"), echoMethod("Private")},
+}
+
+func echoMethod(name string) grpc.MethodDesc {
+	full := "/loam.e2e.v1.Echo/" + name
+	return grpc.MethodDesc{MethodName: name, Handler: func(_ any, ctx context.Context, dec func(any) error, in grpc.UnaryServerInterceptor) (any, error) {
+		req := new(wrapperspb.StringValue)
+		if err := dec(req); err != nil {
+			return nil, err
+		}
+		handle := func(ctx context.Context, _ any) (any, error) {
+			if p, ok := authn.FromContext(ctx); ok {
+				return wrapperspb.String(p.Subject), nil
+			}
+			return wrapperspb.String("anonymous"), nil
+		}
+		return in(ctx, req, &grpc.UnaryServerInfo{FullMethod: full}, handle)
+	}}
+}
+
+type echoService struct{}
+
+func (echoService) Register(r grpc.ServiceRegistrar) { r.RegisterService(&echoDesc, nil) }
+
+func callEcho(ctx context.Context, conn *grpc.ClientConn, method string) (string, error) {
+	out := new(wrapperspb.StringValue)
+	err := conn.Invoke(ctx, "/loam.e2e.v1.Echo/"+method, wrapperspb.String(""), out)
+	return out.GetValue(), err
+}
+
+// TestAuthenticationEndToEnd runs a server whose authn section trusts a
+// local issuer, and a client that gets its token from that issuer with the
+// client credentials grant.
+func TestAuthenticationEndToEnd(t *testing.T) {
+	if err := registerEcho(); err != nil {
+		t.Fatal(err)
+	}
+	issuer, err := devissuer.Start("echo-api", devissuer.Client{ID: "worker", Secret: "worker-secret", Roles: []string{"reader"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer issuer.Close()
+
+	cfg := testConfig()
+	cfg.Authn = authn.Config{
+		Issuers:                []authn.IssuerConfig{{URL: issuer.URL, Audiences: []string{"echo-api"}}},
+		Leeway:                 30 * time.Second,
+		RequireAccessTokenType: true,
+	}
+	r := start(t, cfg, registrars{&stubserver.Stub{Unary: echo}, echoService{}})
+
+	creds, err := authn.NewClientCredentials(authn.ClientCredentialsConfig{
+		TokenURL: issuer.URL + "/token", ClientID: "worker", ClientSecret: config.NewSecret("worker-secret"),
+	}, authn.WithoutTransportSecurity())
+	if err != nil {
+		t.Fatal(err)
+	}
+	withToken, err := service.Dial(t.Context(), r.srv.Addr().String(), service.WithPerRPCCredentials(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer withToken.Close()
+
+	t.Run("token from client credentials is accepted", func(t *testing.T) {
+		got, err := callEcho(t.Context(), withToken, "Private")
+		if err != nil || got != "service-account-worker" {
+			t.Errorf("Private with a token = %q, %v; want the worker's subject", got, err)
+		}
+	})
+	t.Run("no token on an authenticated method", func(t *testing.T) {
+		_, err := callEcho(t.Context(), r.conn, "Private")
+		if status.Code(err) != codes.Unauthenticated {
+			t.Errorf("Private without a token = %v, want Unauthenticated", err)
+		}
+	})
+	t.Run("bad token", func(t *testing.T) {
+		forged, _ := issuer.Mint("mallory", nil, time.Hour)
+		forged = forged[:len(forged)-4] + "AAAA"
+		ctx := metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer "+forged)
+		_, err := callEcho(ctx, r.conn, "Private")
+		if status.Code(err) != codes.Unauthenticated || status.Convert(err).Message() != "authentication required" {
+			t.Errorf("Private with a forged token = %v, want Unauthenticated with a generic message", err)
+		}
+		if !strings.Contains(r.logs.String(), `"reason":"signature"`) {
+			t.Errorf("log does not record the signature failure:\n%s", r.logs.String())
+		}
+	})
+	t.Run("public method needs no token", func(t *testing.T) {
+		got, err := callEcho(t.Context(), r.conn, "Public")
+		if err != nil || got != "anonymous" {
+			t.Errorf("Public without a token = %q, %v; want anonymous", got, err)
+		}
+	})
+	t.Run("health checks need no token", func(t *testing.T) {
+		if _, err := healthpb.NewHealthClient(r.conn).Check(t.Context(), &healthpb.HealthCheckRequest{}); err != nil {
+			t.Errorf("health Check without a token = %v", err)
+		}
+	})
+	t.Run("undescribed method needs a token", func(t *testing.T) {
+		if _, err := stubserver.Unary(t.Context(), r.conn, "x"); status.Code(err) != codes.Unauthenticated {
+			t.Errorf("stub Unary without a token = %v, want Unauthenticated", err)
+		}
+	})
+}
