@@ -13,8 +13,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/loamhq/loam/authn/internal/token"
 	protooptions "github.com/loamhq/loam/proto/loam/options"
@@ -136,20 +134,8 @@ func (a *Authenticator) isPublic(method string) bool {
 }
 
 func describedPublic(method string) (public, found bool) {
-	svc, name, ok := strings.Cut(strings.TrimPrefix(method, "/"), "/")
+	md, ok := protooptions.FindMethod(method)
 	if !ok {
-		return false, false
-	}
-	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(svc))
-	if err != nil {
-		return false, false
-	}
-	sd, ok := d.(protoreflect.ServiceDescriptor)
-	if !ok {
-		return false, false
-	}
-	md := sd.Methods().ByName(protoreflect.Name(name))
-	if md == nil {
 		return false, false
 	}
 	rule, err := protooptions.Access(md)

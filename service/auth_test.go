@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/loamhq/loam/authn"
+	"github.com/loamhq/loam/authz"
 	"github.com/loamhq/loam/config"
 	"github.com/loamhq/loam/internal/devissuer"
 	"github.com/loamhq/loam/internal/stubserver"
@@ -110,6 +111,11 @@ func TestAuthenticationEndToEnd(t *testing.T) {
 		Leeway:                 30 * time.Second,
 		RequireAccessTokenType: true,
 	}
+	// The stub service has no .proto, so its rules come from config.
+	cfg.Authz = authz.Config{Rules: map[string]authz.Rule{
+		stubserver.UnaryMethod:  {Authenticated: true},
+		stubserver.StreamMethod: {Authenticated: true},
+	}}
 	r := start(t, cfg, registrars{&stubserver.Stub{Unary: echo}, echoService{}})
 
 	creds, err := authn.NewClientCredentials(authn.ClientCredentialsConfig{
@@ -164,4 +170,76 @@ func TestAuthenticationEndToEnd(t *testing.T) {
 			t.Errorf("stub Unary without a token = %v, want Unauthenticated", err)
 		}
 	})
+}
+
+// TestAuthorizationRefusesUnannotatedMethods checks that a server that
+// authorizes calls does not start while a method has no rule, and names
+// every such method.
+func TestAuthorizationRefusesUnannotatedMethods(t *testing.T) {
+	cfg := testConfig()
+	cfg.Authz = authz.Config{Roles: map[string][]string{"reader": {"stubs.read"}}}
+	srv, err := service.New(t.Context(), cfg, service.WithTelemetry(quietTelemetry(t)), service.WithoutSignals())
+	if err != nil {
+		t.Fatal(err)
+	}
+	(&stubserver.Stub{}).Register(srv)
+	err = srv.Serve(t.Context())
+	if err == nil {
+		t.Fatal("Serve() with unannotated methods = nil, want a refusal")
+	}
+	for _, m := range []string{stubserver.UnaryMethod, stubserver.StreamMethod} {
+		if !strings.Contains(err.Error(), m) {
+			t.Errorf("Serve() = %v, want it to name %s", err, m)
+		}
+	}
+	if srv.Authorizer() != nil {
+		t.Error("Authorizer() after a refused start != nil")
+	}
+}
+
+// TestAuthorizationPolicy serves with config rules and a role policy, and
+// replaces the policy while serving.
+func TestAuthorizationPolicy(t *testing.T) {
+	cfg := testConfig()
+	cfg.Authz = authz.Config{
+		Roles: map[string][]string{"reader": {"stubs.read"}},
+		Rules: map[string]authz.Rule{stubserver.UnaryMethod: {Permission: "stubs.read"}, stubserver.StreamMethod: {Public: true}},
+	}
+	// Authentication comes from a test interceptor that trusts a header.
+	trustHeader := service.Interceptors{Unary: func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if roles := metadata.ValueFromIncomingContext(ctx, "x-roles"); len(roles) > 0 {
+			ctx = authn.NewContext(ctx, &authn.Principal{Subject: "tester", Roles: roles})
+		}
+		return h(ctx, req)
+	}}
+	r := start(t, cfg, &stubserver.Stub{Unary: echo}, service.WithAuthentication(trustHeader))
+	call := func(role string) codes.Code {
+		ctx := t.Context()
+		if role != "" {
+			ctx = metadata.AppendToOutgoingContext(ctx, "x-roles", role)
+		}
+		_, err := stubserver.Unary(ctx, r.conn, "x")
+		return status.Code(err)
+	}
+	if got := call("reader"); got != codes.OK {
+		t.Errorf("reader = %v, want OK", got)
+	}
+	if got := call("writer"); got != codes.PermissionDenied {
+		t.Errorf("writer = %v, want PermissionDenied", got)
+	}
+	if got := call(""); got != codes.Unauthenticated {
+		t.Errorf("no principal = %v, want Unauthenticated", got)
+	}
+	if err := r.srv.Authorizer().SetPolicy(map[string][]string{"writer": {"stubs.*"}}); err != nil {
+		t.Fatalf("SetPolicy() = %v", err)
+	}
+	if got := call("writer"); got != codes.OK {
+		t.Errorf("writer after the policy change = %v, want OK", got)
+	}
+	if err := r.srv.Authorizer().SetPolicy(map[string][]string{"writer": {"Stubs.*"}}); err == nil {
+		t.Error("SetPolicy(malformed) = nil, want an error")
+	}
+	if got := call("writer"); got != codes.OK {
+		t.Errorf("writer after a rejected policy = %v, want OK: the last good policy stays", got)
+	}
 }

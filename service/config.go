@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/loamhq/loam/authn"
+	"github.com/loamhq/loam/authz"
 	"github.com/loamhq/loam/telemetry"
 )
 
@@ -36,6 +37,9 @@ type Config struct {
 	// server authenticates every call except health checks, reflection and
 	// methods whose access rule is public.
 	Authn authn.Config `koanf:"authn"`
+	// Authz is the `authz` section: roles and their permissions, and the
+	// rules of methods whose .proto carries none.
+	Authz authz.Config `koanf:"authz"`
 }
 
 // Settings is the `service` section.
@@ -181,6 +185,9 @@ func (c Config) Validate() error {
 	}
 	if err := c.Telemetry.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if err := c.Authz.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("authz: %w", err))
 	}
 	if authnConfigured(c.Authn) {
 		if err := c.Authn.Validate(); err != nil {

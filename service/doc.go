@@ -1,8 +1,8 @@
 // Package service assembles a production gRPC server and client from
 // Loam's parts.
 //
-// New builds a Server from the standard Config (the `service`, `telemetry`
-// and `authn` sections; more sections join as their packages land):
+// New builds a Server from the standard Config (the `service`, `telemetry`,
+// `authn` and `authz` sections; more sections join as their packages land):
 // recovery, telemetry, limits, authentication, authorization and fault
 // injection wired in a documented order (see Server), the grpc.health.v1
 // service with per-service status, reflection on outside production, and an

@@ -18,8 +18,6 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
-	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/loamhq/loam/authn"
 	"github.com/loamhq/loam/proto/loam/options"
@@ -68,7 +66,11 @@ func WithAuthentication(i Interceptors) Option {
 }
 
 // WithAuthorization fills the authorization slot of the chain, which runs
-// after authentication and before the application's interceptors.
+// after authentication and before the application's interceptors. Without
+// it, the slot holds an authz.Authorizer built by Serve from the authz
+// section and the registered services whenever authentication is
+// configured or the section names roles or rules: then every method needs
+// a rule, and Serve refuses to start, listing the methods without one.
 func WithAuthorization(i Interceptors) Option {
 	return optionFunc(func(o *serverOptions) { o.authz = i })
 }
@@ -134,6 +136,7 @@ type Server struct {
 	ownTel bool
 	log    *slog.Logger
 	authn  *authn.Authenticator // nil unless built from the authn section
+	authz  *lazyAuthorizer      // nil unless built from the authz section
 	admin  *admin
 
 	mu       sync.Mutex
@@ -173,6 +176,14 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Server, error) {
 		}
 		s.authn = a
 		s.o.authn = Interceptors{Unary: a.UnaryInterceptor, Stream: a.StreamInterceptor}
+	}
+	if s.o.authz.Unary == nil && s.o.authz.Stream == nil {
+		if authzConfigured(cfg) {
+			s.authz = &lazyAuthorizer{}
+			s.o.authz = Interceptors{Unary: s.authz.unary, Stream: s.authz.stream}
+		} else {
+			s.log.Warn("no authentication or authorization configured: every method is open to every caller")
+		}
 	}
 
 	lim := cfg.Service.Limits
@@ -322,6 +333,12 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.serving = true
 	s.mu.Unlock()
+	if s.authz != nil {
+		if err := s.buildAuthorizer(); err != nil {
+			s.closeListeners()
+			return err
+		}
+	}
 
 	if !s.o.noSignals {
 		var stop context.CancelFunc
@@ -420,6 +437,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return s.stopErr
 }
 
+// closeListeners closes the listeners of a server that will not serve.
+func (s *Server) closeListeners() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ln := range []net.Listener{s.o.listener, s.o.adminLn} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+}
+
 func (s *Server) isDraining() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -434,30 +462,12 @@ func addrString(ln net.Listener) string {
 }
 
 // methodIsPublic reports whether the method's loam.options.v1.access rule
-// is public, looking its descriptor up in the global registry.
+// is public.
 func methodIsPublic(fullMethod string) bool {
-	md, ok := methodDescriptor(fullMethod)
+	md, ok := options.FindMethod(fullMethod)
 	if !ok {
 		return false
 	}
 	rule, err := options.Access(md)
 	return err == nil && rule.GetPublic()
-}
-
-// methodDescriptor finds /package.Service/Method in the global registry.
-func methodDescriptor(fullMethod string) (protoreflect.MethodDescriptor, bool) {
-	svc, method, ok := splitMethodPattern(fullMethod)
-	if !ok {
-		return nil, false
-	}
-	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(svc))
-	if err != nil {
-		return nil, false
-	}
-	sd, ok := d.(protoreflect.ServiceDescriptor)
-	if !ok {
-		return nil, false
-	}
-	md := sd.Methods().ByName(protoreflect.Name(method))
-	return md, md != nil
 }

@@ -48,18 +48,16 @@ func newLogHandler(w io.Writer, format string, level slog.Level, lp otellog.Logg
 	return NewLogHandler(base, lp)
 }
 
+// parseLevel parses a log level name; empty means info.
 func parseLevel(s string) (slog.Level, error) {
-	switch s {
-	case "", "info":
+	var l slog.Level
+	if s == "" {
 		return slog.LevelInfo, nil
-	case "debug":
-		return slog.LevelDebug, nil
-	case "warn":
-		return slog.LevelWarn, nil
-	case "error":
-		return slog.LevelError, nil
 	}
-	return 0, fmt.Errorf("%q is not debug, info, warn or error", s)
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("%q is not debug, info, warn or error", s)
+	}
+	return l, nil
 }
 
 // traceHandler adds the IDs of the span in the record's context.

@@ -26,9 +26,11 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
+	"strings"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 
 	optionsv1 "github.com/loamhq/loam/proto/loam/options/v1"
 )
@@ -241,4 +243,26 @@ func extension[T proto.Message](opts proto.Message, xt protoreflect.ExtensionTyp
 
 func notDeclared(element protoreflect.FullName, xt protoreflect.ExtensionType) error {
 	return &Error{Element: element, Option: xt.TypeDescriptor().FullName(), Reason: "not declared", err: ErrNotDeclared}
+}
+
+// FindMethod returns the descriptor of the method with the full gRPC name
+// fullMethod ("/package.Service/Method") from the global protobuf registry,
+// where generated code registers every .proto linked into the binary. ok is
+// false for a malformed name or a method without a registered descriptor,
+// such as one served through a hand-written grpc.ServiceDesc.
+func FindMethod(fullMethod string) (md protoreflect.MethodDescriptor, ok bool) {
+	svc, name, found := strings.Cut(strings.TrimPrefix(fullMethod, "/"), "/")
+	if !found || !strings.HasPrefix(fullMethod, "/") {
+		return nil, false
+	}
+	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(svc))
+	if err != nil {
+		return nil, false
+	}
+	sd, isService := d.(protoreflect.ServiceDescriptor)
+	if !isService {
+		return nil, false
+	}
+	md = sd.Methods().ByName(protoreflect.Name(name))
+	return md, md != nil
 }

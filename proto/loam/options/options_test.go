@@ -338,3 +338,32 @@ func TestGeneratedDescriptor(t *testing.T) {
 		}
 	}
 }
+
+func TestFindMethod(t *testing.T) {
+	fd := build(t, fileSpec{methods: map[string]*optionsv1.Access{"Find": {Rule: &optionsv1.Access_Public{Public: true}}}})
+	if _, ok := options.FindMethod("/test.v1.Svc/Find"); !ok {
+		if err := protoregistry.GlobalFiles.RegisterFile(fd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		fullMethod string
+		want       bool
+	}{
+		{"/test.v1.Svc/Find", true},
+		{"/test.v1.Svc/Lose", false},
+		{"/test.v1.Nope/Find", false},
+		{"/test.v1.Request/Find", false}, // a message, not a service
+		{"test.v1.Svc/Find", false},
+		{"/test.v1.Svc", false},
+	}
+	for _, tt := range tests {
+		md, ok := options.FindMethod(tt.fullMethod)
+		if ok != tt.want {
+			t.Errorf("FindMethod(%q) = %v, %v; want found %v", tt.fullMethod, md, ok, tt.want)
+		}
+		if ok && md.FullName() != "test.v1.Svc.Find" {
+			t.Errorf("FindMethod(%q) = %s, want test.v1.Svc.Find", tt.fullMethod, md.FullName())
+		}
+	}
+}
