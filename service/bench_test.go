@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/loamhq/loam/internal/stubserver"
@@ -32,6 +33,7 @@ func BenchmarkUnary(b *testing.B) {
 		serve func(b *testing.B, tel *telemetry.Telemetry, ln net.Listener)
 	}{
 		{name: "bare", serve: serveBare},
+		{name: "empty-stats-handler", serve: serveEmptyStats},
 		{name: "loam-noop", noop: true, serve: serveLoam},
 		{name: "loam-0%", ratio: 0, serve: serveLoam},
 		{name: "loam-1%", ratio: 0.01, serve: serveLoam},
@@ -67,7 +69,7 @@ func BenchmarkUnary(b *testing.B) {
 				defer conn.Close()
 				runUnary(b, conn, conc)
 				b.StopTimer()
-				if v.name != "bare" && !v.noop {
+				if v.name != "bare" && v.name != "empty-stats-handler" && !v.noop {
 					// Prove the metrics were recorded and are exposed.
 					rec := httptest.NewRecorder()
 					tel.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
@@ -113,6 +115,24 @@ func serveBare(b *testing.B, _ *telemetry.Telemetry, ln net.Listener) {
 	go srv.Serve(ln)
 	b.Cleanup(srv.Stop)
 }
+
+// serveEmptyStats serves with a stats handler that does nothing: the cost
+// of grpc-go's own stats plumbing, which any stats handler pays.
+func serveEmptyStats(b *testing.B, _ *telemetry.Telemetry, ln net.Listener) {
+	srv := grpc.NewServer(grpc.StatsHandler(emptyStatsHandler{}))
+	stub().Register(srv)
+	go srv.Serve(ln)
+	b.Cleanup(srv.Stop)
+}
+
+type emptyStatsHandler struct{}
+
+func (emptyStatsHandler) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
+func (emptyStatsHandler) HandleRPC(context.Context, stats.RPCStats)                       {}
+func (emptyStatsHandler) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
+	return ctx
+}
+func (emptyStatsHandler) HandleConn(context.Context, stats.ConnStats) {}
 
 func serveOtelgrpc(b *testing.B, tel *telemetry.Telemetry, ln net.Listener) {
 	srv := grpc.NewServer(grpc.StatsHandler(otelgrpc.NewServerHandler(

@@ -1,0 +1,321 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/loamhq/loam/examples/internal/captures"
+	capturesv1 "github.com/loamhq/loam/examples/proto/captures/v1"
+	"github.com/loamhq/loam/internal/devissuer"
+	"github.com/loamhq/loam/service"
+	"github.com/loamhq/loam/telemetry"
+)
+
+// persona is a caller of the scenario.
+type persona struct {
+	name    string // as printed
+	subject string // the token's sub; empty for an anonymous caller
+	roles   []string
+	token   string
+	conn    *grpc.ClientConn
+}
+
+// step is one call of the scenario and the decision expected of it.
+type step struct {
+	who    *persona
+	what   string
+	exempt bool // a health check: neither authorized nor traced
+	call   func(ctx context.Context, c capturesv1.CaptureServiceClient) (string, error)
+	want   codes.Code
+}
+
+// result is what happened in one step.
+type result struct {
+	Who, What string
+	Want, Got codes.Code
+	Detail    string // the reply, or the error's message
+	Why       string // the decision and its reason, from the server's span
+	TraceID   string
+}
+
+// env is a running demo: issuer, service, telemetry, callers.
+type env struct {
+	issuer *devissuer.Issuer
+	srv    *service.Server
+	spans  *tracetest.InMemoryExporter
+	tel    *telemetry.Telemetry
+	people map[string]*persona
+	done   chan error
+}
+
+// start starts the issuer and the captures service, and connects the
+// personas. logs receives the service's own log.
+func start(ctx context.Context, logs io.Writer) (*env, error) {
+	issuer, err := devissuer.Start(captures.Audience)
+	if err != nil {
+		return nil, err
+	}
+	e := &env{issuer: issuer, spans: tracetest.NewInMemoryExporter(), done: make(chan error, 1)}
+	e.tel, err = telemetry.New(ctx, telemetry.Config{Prometheus: true},
+		telemetry.WithService("captures", "dev", "development"),
+		telemetry.WithSpanExporter(e.spans), telemetry.WithLogOutput(logs))
+	if err != nil {
+		issuer.Close()
+		return nil, err
+	}
+	e.srv, err = captures.NewServer(ctx, captures.LocalConfig(issuer.URL), service.WithTelemetry(e.tel), service.WithoutSignals())
+	if err == nil {
+		err = e.srv.Listen()
+	}
+	if err != nil {
+		issuer.Close()
+		return nil, err
+	}
+	go func() { e.done <- e.srv.Serve(ctx) }()
+
+	e.people = map[string]*persona{
+		"anonymous": {name: "anonymous"},
+		"alice":     {name: "alice (planter)", subject: "alice", roles: []string{"planter"}},
+		"bob":       {name: "bob (planter)", subject: "bob", roles: []string{"planter"}},
+		"carol":     {name: "carol (admin)", subject: "carol", roles: []string{"admin"}},
+		"mallory":   {name: "mallory (expired)", subject: "mallory", roles: []string{"admin"}},
+	}
+	for key, p := range e.people {
+		opts := []service.DialOption{service.WithClientTelemetry(e.tel)}
+		if p.subject != "" {
+			ttl := time.Hour
+			if key == "mallory" {
+				ttl = -2 * time.Minute // expired beyond the 30s leeway
+			}
+			if p.token, err = issuer.Mint(p.subject, p.roles, ttl); err != nil {
+				e.close()
+				return nil, err
+			}
+			opts = append(opts, service.WithPerRPCCredentials(bearer(p.token)))
+		}
+		if p.conn, err = service.Dial(ctx, e.srv.Addr().String(), opts...); err != nil {
+			e.close()
+			return nil, err
+		}
+	}
+	return e, nil
+}
+
+// close stops everything start started.
+func (e *env) close() {
+	for _, p := range e.people {
+		if p.conn != nil {
+			p.conn.Close()
+		}
+	}
+	e.srv.Shutdown(context.Background())
+	e.issuer.Close()
+	e.tel.Shutdown(context.Background())
+}
+
+// scenario is the story the demo plays.
+func (e *env) scenario() []step {
+	p := e.people
+	var aliceCapture, bobCapture string
+	create := func(planter string, id *string) func(context.Context, capturesv1.CaptureServiceClient) (string, error) {
+		return func(ctx context.Context, c capturesv1.CaptureServiceClient) (string, error) {
+			resp, err := c.CreateCapture(ctx, &capturesv1.CreateCaptureRequest{
+				PlanterId:   planter,
+				Species:     "Quercus robur",
+				Location:    &capturesv1.Location{Latitude: 52.37, Longitude: 4.89},
+				PhotoUrl:    "https://photos.example.org/" + planter + ".jpg",
+				CaptureTime: timestamppb.New(time.Now().Add(-time.Hour)),
+			})
+			if err != nil {
+				return "", err
+			}
+			if id != nil {
+				*id = resp.GetCapture().GetId()
+			}
+			return "created " + resp.GetCapture().GetId(), nil
+		}
+	}
+	list := func(planter string) func(context.Context, capturesv1.CaptureServiceClient) (string, error) {
+		return func(ctx context.Context, c capturesv1.CaptureServiceClient) (string, error) {
+			resp, err := c.ListCaptures(ctx, &capturesv1.ListCapturesRequest{PlanterId: planter})
+			if err != nil {
+				return "", err
+			}
+			planters := map[string]int{}
+			for _, cp := range resp.GetCaptures() {
+				planters[cp.GetPlanterId()]++
+			}
+			return fmt.Sprintf("%d captures %v", len(resp.GetCaptures()), planters), nil
+		}
+	}
+	get := func(id *string) func(context.Context, capturesv1.CaptureServiceClient) (string, error) {
+		return func(ctx context.Context, c capturesv1.CaptureServiceClient) (string, error) {
+			resp, err := c.GetCapture(ctx, &capturesv1.GetCaptureRequest{Id: *id})
+			if err != nil {
+				return "", err
+			}
+			return "read " + resp.GetCapture().GetId() + " of " + resp.GetCapture().GetPlanterId(), nil
+		}
+	}
+	return []step{
+		{who: p["anonymous"], what: "health check", exempt: true, want: codes.OK, call: func(ctx context.Context, _ capturesv1.CaptureServiceClient) (string, error) {
+			resp, err := healthpb.NewHealthClient(p["anonymous"].conn).Check(ctx, &healthpb.HealthCheckRequest{Service: "captures.v1.CaptureService"})
+			return resp.GetStatus().String(), err
+		}},
+		{who: p["anonymous"], what: "ListCaptures", want: codes.Unauthenticated, call: list("")},
+		{who: p["alice"], what: "CreateCapture for alice", want: codes.OK, call: create("alice", &aliceCapture)},
+		{who: p["alice"], what: "CreateCapture for bob", want: codes.PermissionDenied, call: create("bob", nil)},
+		{who: p["bob"], what: "CreateCapture for bob", want: codes.OK, call: create("bob", &bobCapture)},
+		{who: p["alice"], what: "ListCaptures", want: codes.OK, call: list("")},
+		{who: p["alice"], what: "GetCapture of bob's", want: codes.PermissionDenied, call: get(&bobCapture)},
+		{who: p["alice"], what: "GetCapture of her own", want: codes.OK, call: get(&aliceCapture)},
+		{who: p["carol"], what: "ListCaptures of everyone", want: codes.OK, call: list("")},
+		{who: p["carol"], what: "CreateCapture for carol", want: codes.PermissionDenied, call: create("carol", nil)},
+		{who: p["mallory"], what: "ListCaptures with an expired token", want: codes.Unauthenticated, call: list("")},
+	}
+}
+
+// play runs the scenario and returns what happened at each step.
+func (e *env) play(ctx context.Context) []result {
+	tracer := e.tel.TracerProvider().Tracer("demo")
+	var results []result
+	for _, s := range e.scenario() {
+		sctx, span := tracer.Start(ctx, "demo: "+s.who.name+" "+s.what)
+		detail, err := s.call(sctx, capturesv1.NewCaptureServiceClient(s.who.conn))
+		span.End()
+		r := result{Who: s.who.name, What: s.what, Want: s.want, Got: status.Code(err), Detail: detail, TraceID: span.SpanContext().TraceID().String()}
+		if err != nil {
+			r.Detail = status.Convert(err).Message()
+		}
+		r.Why = "exempt: health checks need no credentials"
+		if !s.exempt {
+			r.Why = e.why(span.SpanContext().TraceID())
+		}
+		results = append(results, r)
+	}
+	return results
+}
+
+// why reads the decision that the service recorded on its span of the
+// call in trace id.
+func (e *env) why(id trace.TraceID) string {
+	deadline := time.Now().Add(time.Second)
+	for {
+		for _, s := range e.spans.GetSpans() {
+			if s.SpanContext.TraceID() != id || s.SpanKind != trace.SpanKindServer {
+				continue
+			}
+			attrs := map[string]string{}
+			for _, kv := range s.Attributes {
+				attrs[string(kv.Key)] = kv.Value.Emit()
+			}
+			var checks []string
+			for _, ev := range s.Events {
+				ea := map[string]string{}
+				for _, kv := range ev.Attributes {
+					ea[string(kv.Key)] = kv.Value.Emit()
+				}
+				switch ev.Name {
+				case "loam.authn.failure":
+					return "authn: " + ea["loam.authn.reason"]
+				case "loam.authz.check":
+					checks = append(checks, fmt.Sprintf("; in handler %s %s (%s)", ea["loam.authz.decision"], ea["loam.authz.permission"], ea["loam.authz.reason"]))
+				}
+			}
+			if attrs["loam.authz.decision"] == "" {
+				return "no decision recorded"
+			}
+			why := "authz: " + attrs["loam.authz.decision"]
+			if p := attrs["loam.authz.permission"]; p != "" {
+				why += " " + p
+			}
+			return why + " (" + attrs["loam.authz.reason"] + ")" + strings.Join(checks, "")
+		}
+		if time.Now().After(deadline) {
+			return "no server span recorded"
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// run plays the scenario, prints the walkthrough to out, and, with serve,
+// keeps serving until ctx is done.
+func run(ctx context.Context, out io.Writer, logs io.Writer, serve bool) error {
+	e, err := start(ctx, logs)
+	if err != nil {
+		return err
+	}
+	defer e.close()
+	fmt.Fprintf(out, "Loam demo: the captures service on %s, tokens from a local OIDC issuer at %s\n\n", e.srv.Addr(), e.issuer.URL)
+	results := e.play(ctx)
+	unexpected := report(out, results)
+	if unexpected > 0 {
+		return fmt.Errorf("%d of %d decisions were not the expected ones", unexpected, len(results))
+	}
+	fmt.Fprintf(out, "\nAll %d decisions as expected. Metrics: http://%s/metrics\n", len(results), e.srv.AdminAddr())
+	if !serve {
+		return nil
+	}
+	printServeHelp(out, e)
+	<-ctx.Done()
+	fmt.Fprintln(out, "\nstopping")
+	return nil
+}
+
+// report prints the results as a table and returns how many were not the
+// expected decision.
+func report(out io.Writer, results []result) int {
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "\tWHO\tCALL\tRESULT\tWHY\tTRACE\tEXPECTED")
+	unexpected := 0
+	for i, r := range results {
+		mark := "ok"
+		if r.Got != r.Want {
+			mark = "UNEXPECTED (want " + r.Want.String() + ")"
+			unexpected++
+		}
+		fmt.Fprintf(tw, "%2d.\t%s\t%s\t%s: %s\t%s\t%s\t%s\n", i+1, r.Who, r.What, r.Got, r.Detail, r.Why, r.TraceID[:16], mark)
+	}
+	tw.Flush()
+	return unexpected
+}
+
+func printServeHelp(out io.Writer, e *env) {
+	fmt.Fprintf(out, "\nServing until Ctrl-C. Tokens, valid for an hour:\n")
+	for _, key := range []string{"alice", "bob", "carol"} {
+		p := e.people[key]
+		fmt.Fprintf(out, "  %s=%s\n", strings.ToUpper(key), p.token)
+	}
+	addr := e.srv.Addr().String()
+	fmt.Fprintf(out, `
+Try, with grpcurl (reflection is on in development):
+  grpcurl -plaintext %[1]s list
+  grpcurl -plaintext %[1]s grpc.health.v1.Health/Check
+  grpcurl -plaintext -H "authorization: Bearer $ALICE" -d '{"planter_id":"alice","species":"Fagus sylvatica","location":{"latitude":52.1,"longitude":5.1},"photo_url":"https://photos.example.org/a.jpg","capture_time":"2026-01-01T10:00:00Z"}' %[1]s captures.v1.CaptureService/CreateCapture
+  grpcurl -plaintext -H "authorization: Bearer $CAROL" %[1]s captures.v1.CaptureService/ListCaptures
+  curl http://%[2]s/metrics
+`, addr, e.srv.AdminAddr())
+}
+
+// bearer is a static bearer token as per-RPC credentials. It allows
+// plaintext because the demo runs on loopback; real services use TLS or
+// a mesh, and authn.NewClientCredentials.
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+func (bearer) RequireTransportSecurity() bool { return false }
