@@ -572,20 +572,3 @@ func TestPassThrough(t *testing.T) {
 		t.Errorf("downstream saw traceparent %q, %v; want none when the caller sent none", got, err)
 	}
 }
-
-// TestUnknownMethodIsRecorded checks that the server handler sees a call
-// that ends before any interceptor or handler runs.
-func TestUnknownMethodIsRecorded(t *testing.T) {
-	tel, err := telemetry.New(t.Context(), telemetry.Config{Prometheus: true}, telemetry.WithLogOutput(io.Discard))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := newRig(t, tel)
-	err = r.conn.Invoke(t.Context(), "/no.such.v1.Service/Call", wrapperspb.String(""), new(wrapperspb.StringValue))
-	if status.Code(err) != codes.Unimplemented {
-		t.Fatalf("unknown method = %v, want Unimplemented", err)
-	}
-	if body := scrape(t, tel); !strings.Contains(body, `rpc_method="no.such.v1.Service/Call",rpc_response_status_code="UNIMPLEMENTED"`) {
-		t.Errorf("/metrics does not record the unknown method:\n%s", grep(body, "rpc_server"))
-	}
-}
