@@ -171,6 +171,9 @@ func (a *Authorizer) compile(cfg Config, services map[string]grpc.ServiceInfo) e
 	if err := a.compileConditions(cfg, files, bad); err != nil {
 		return err
 	}
+	for _, p := range cfg.HandlerPermissions {
+		a.declared[p] = true
+	}
 	a.perms = slices.Sorted(maps.Keys(a.declared))
 	for _, m := range a.methods {
 		m.perm, _ = slices.BinarySearch(a.perms, m.rule.Permission)

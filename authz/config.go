@@ -33,6 +33,11 @@ type Config struct {
 	// otherwise exempt gRPC health and reflection methods, to restrict
 	// them.
 	Rules map[string]Rule `koanf:"rules"`
+	// HandlerPermissions are the permissions that handlers decide with
+	// Check rather than that method rules declare, such as
+	// "captures.read_all". Naming them here documents them next to the
+	// roles, and keeps Warnings from flagging the roles that grant them.
+	HandlerPermissions []string `koanf:"handler_permissions"`
 	// ScopesGrant lets an OAuth scope grant the permission of the same
 	// exact name ("captures.create"), in addition to roles. Wildcards do
 	// not apply to scopes.
@@ -118,6 +123,11 @@ func (c Config) Validate() error {
 		}
 		if p := c.Rules[m].problem(); p != "" {
 			bad("rules."+m, "%s", p)
+		}
+	}
+	for i, p := range c.HandlerPermissions {
+		if !policy.ValidPermission(p) {
+			bad(fmt.Sprintf("handler_permissions[%d]", i), "%q is not a permission such as \"captures.read_all\"", p)
 		}
 	}
 	if _, err := logLevel(c.DecisionLogLevel); err != nil {

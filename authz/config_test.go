@@ -35,7 +35,8 @@ func TestConfigValidate(t *testing.T) {
 				"/a.v1.B/F": {Permission: "A.c"},
 				"/a.v1.B/G": {Public: true, Condition: "true"},
 			},
-			DecisionLogLevel: "verbose",
+			HandlerPermissions: []string{"ok.read", "readall"},
+			DecisionLogLevel:   "verbose",
 		}, want: []string{
 			`roles.farmer[0]: "farm.*.read" is not a permission`,
 			"rules.a.v1.B/C: is not a full method name",
@@ -43,6 +44,7 @@ func TestConfigValidate(t *testing.T) {
 			"rules./a.v1.B/E: set exactly one",
 			`rules./a.v1.B/F: permission "A.c" must be dot-separated`,
 			"rules./a.v1.B/G: a public method has no principal",
+			`handler_permissions[1]: "readall" is not a permission`,
 			`decision_log_level: "verbose" is not debug, info, warn or error`,
 		}},
 	}

@@ -44,8 +44,9 @@
 //
 // Entries that grant nothing any rule declares (a permission no method
 // names, a wildcard that matches none) and "*" are not errors: Warnings
-// lists them and New and SetPolicy log them at Warn. A permission used
-// only with Check is listed too.
+// lists them and New and SetPolicy log them at Warn. A permission that
+// only handlers check with Check is listed too, unless
+// Config.HandlerPermissions names it.
 //
 // SetPolicy replaces the policy while the server runs (wire config.Watch to
 // it). An invalid policy is refused with an error naming the bad entry, and

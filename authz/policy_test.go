@@ -76,6 +76,15 @@ func TestWarnings(t *testing.T) {
 	if got := a.Warnings(); len(got) != 0 {
 		t.Errorf("Warnings() after SetPolicy = %q, want none", got)
 	}
+
+	// A permission that handlers check is declared in the section.
+	a = newFarm(t, authz.Config{
+		Roles:              map[string][]string{"farmer": {"farm.milk", "barn.*"}},
+		HandlerPermissions: []string{"farm.milk", "barn.open"},
+	})
+	if got := a.Warnings(); len(got) != 0 {
+		t.Errorf("Warnings() with handler permissions declared = %q, want none", got)
+	}
 }
 
 // TestSetPolicyConcurrent swaps policies while calls are decided; run with

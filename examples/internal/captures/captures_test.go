@@ -24,7 +24,7 @@ import (
 var authorizer = sync.OnceValues(func() (*authz.Authorizer, error) {
 	srv := grpc.NewServer()
 	capturesv1.RegisterCaptureServiceServer(srv, New(NewMemoryStore()))
-	return authz.New(authz.Config{Roles: Roles()}, srv.GetServiceInfo(), authz.WithLogger(slog.New(slog.DiscardHandler)))
+	return authz.New(authz.Config{Roles: Roles(), HandlerPermissions: []string{ReadAll}}, srv.GetServiceInfo(), authz.WithLogger(slog.New(slog.DiscardHandler)))
 })
 
 // as returns the context a handler sees for a planter's call, as the

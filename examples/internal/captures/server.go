@@ -56,6 +56,6 @@ func LocalConfig(issuerURL string) Config {
 		Leeway:                 30 * time.Second,
 		RequireAccessTokenType: true,
 	}
-	cfg.Authz = authz.Config{Roles: Roles()}
+	cfg.Authz = authz.Config{Roles: Roles(), HandlerPermissions: []string{ReadAll}}
 	return cfg
 }
