@@ -291,29 +291,29 @@ func newResource(ctx context.Context, o options) (*resource.Resource, error) {
 
 func exporting(e Export) bool { return e.exporter() != ExporterNone }
 
+// endpointOptions returns the exporter options that e's endpoint and
+// insecure settings ask for, built with the exporter package's own option
+// constructors.
+func endpointOptions[O any](e Export, endpoint func(string) O, insecure func() O) []O {
+	var opts []O
+	if e.Endpoint != "" {
+		opts = append(opts, endpoint(e.Endpoint))
+	}
+	if e.Insecure {
+		opts = append(opts, insecure())
+	}
+	return opts
+}
+
 func newSpanExporter(ctx context.Context, e Export, stdout io.Writer) (sdktrace.SpanExporter, error) {
 	switch e.exporter() {
 	case ExporterStdout:
 		return stdouttrace.New(stdouttrace.WithWriter(stdout))
 	case ExporterOTLP:
 		if e.Protocol == ProtocolHTTP {
-			var opts []otlptracehttp.Option
-			if e.Endpoint != "" {
-				opts = append(opts, otlptracehttp.WithEndpointURL(e.Endpoint))
-			}
-			if e.Insecure {
-				opts = append(opts, otlptracehttp.WithInsecure())
-			}
-			return otlptracehttp.New(ctx, opts...)
+			return otlptracehttp.New(ctx, endpointOptions(e, otlptracehttp.WithEndpointURL, otlptracehttp.WithInsecure)...)
 		}
-		var opts []otlptracegrpc.Option
-		if e.Endpoint != "" {
-			opts = append(opts, otlptracegrpc.WithEndpoint(e.Endpoint))
-		}
-		if e.Insecure {
-			opts = append(opts, otlptracegrpc.WithInsecure())
-		}
-		return otlptracegrpc.New(ctx, opts...)
+		return otlptracegrpc.New(ctx, endpointOptions(e, otlptracegrpc.WithEndpoint, otlptracegrpc.WithInsecure)...)
 	}
 	return nil, nil
 }
@@ -326,23 +326,9 @@ func newMetricReader(ctx context.Context, e Export, stdout io.Writer) (sdkmetric
 		exp, err = stdoutmetric.New(stdoutmetric.WithWriter(stdout))
 	case ExporterOTLP:
 		if e.Protocol == ProtocolHTTP {
-			var opts []otlpmetrichttp.Option
-			if e.Endpoint != "" {
-				opts = append(opts, otlpmetrichttp.WithEndpointURL(e.Endpoint))
-			}
-			if e.Insecure {
-				opts = append(opts, otlpmetrichttp.WithInsecure())
-			}
-			exp, err = otlpmetrichttp.New(ctx, opts...)
+			exp, err = otlpmetrichttp.New(ctx, endpointOptions(e, otlpmetrichttp.WithEndpointURL, otlpmetrichttp.WithInsecure)...)
 		} else {
-			var opts []otlpmetricgrpc.Option
-			if e.Endpoint != "" {
-				opts = append(opts, otlpmetricgrpc.WithEndpoint(e.Endpoint))
-			}
-			if e.Insecure {
-				opts = append(opts, otlpmetricgrpc.WithInsecure())
-			}
-			exp, err = otlpmetricgrpc.New(ctx, opts...)
+			exp, err = otlpmetricgrpc.New(ctx, endpointOptions(e, otlpmetricgrpc.WithEndpoint, otlpmetricgrpc.WithInsecure)...)
 		}
 	default:
 		return nil, nil
@@ -359,23 +345,9 @@ func newLogExporter(ctx context.Context, e Export, stdout io.Writer) (sdklog.Exp
 		return stdoutlog.New(stdoutlog.WithWriter(stdout))
 	case ExporterOTLP:
 		if e.Protocol == ProtocolHTTP {
-			var opts []otlploghttp.Option
-			if e.Endpoint != "" {
-				opts = append(opts, otlploghttp.WithEndpointURL(e.Endpoint))
-			}
-			if e.Insecure {
-				opts = append(opts, otlploghttp.WithInsecure())
-			}
-			return otlploghttp.New(ctx, opts...)
+			return otlploghttp.New(ctx, endpointOptions(e, otlploghttp.WithEndpointURL, otlploghttp.WithInsecure)...)
 		}
-		var opts []otlploggrpc.Option
-		if e.Endpoint != "" {
-			opts = append(opts, otlploggrpc.WithEndpoint(e.Endpoint))
-		}
-		if e.Insecure {
-			opts = append(opts, otlploggrpc.WithInsecure())
-		}
-		return otlploggrpc.New(ctx, opts...)
+		return otlploggrpc.New(ctx, endpointOptions(e, otlploggrpc.WithEndpoint, otlploggrpc.WithInsecure)...)
 	}
 	return nil, nil
 }

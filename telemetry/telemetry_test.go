@@ -492,6 +492,7 @@ func TestOTLPCollectorDown(t *testing.T) {
 	tel, err := telemetry.New(t.Context(), telemetry.Config{
 		Traces:  telemetry.Export{Exporter: "otlp", Endpoint: addr, Insecure: true},
 		Metrics: telemetry.Export{Exporter: "otlp", Protocol: "http/protobuf", Endpoint: "http://" + addr, Insecure: true},
+		Logs:    telemetry.Export{Exporter: "otlp", Endpoint: addr, Insecure: true},
 	}, telemetry.WithLogOutput(io.Discard))
 	if err != nil {
 		t.Fatalf("New() with a collector down = %v, want nil (exporters connect lazily)", err)
