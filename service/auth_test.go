@@ -2,6 +2,7 @@ package service_test
 
 import (
 	"context"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -194,6 +195,12 @@ func TestAuthorizationRefusesUnannotatedMethods(t *testing.T) {
 	}
 	if srv.Authorizer() != nil {
 		t.Error("Authorizer() after a refused start != nil")
+	}
+	for _, addr := range []net.Addr{srv.Addr(), srv.AdminAddr()} {
+		if conn, err := net.Dial("tcp", addr.String()); err == nil {
+			conn.Close()
+			t.Errorf("%s still accepts connections after a refused start", addr)
+		}
 	}
 }
 

@@ -150,7 +150,7 @@ type Server struct {
 // New builds a server from cfg. It fails, naming every problem, when cfg is
 // invalid, when fault injection is enabled in production without
 // allow_in_production, or when telemetry cannot be built.
-func New(ctx context.Context, cfg Config, opts ...Option) (*Server, error) {
+func New(ctx context.Context, cfg Config, opts ...Option) (_ *Server, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -167,6 +167,11 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Server, error) {
 			return nil, err
 		}
 		s.tel, s.ownTel = tel, true
+		defer func() {
+			if err != nil {
+				_ = tel.Shutdown(context.WithoutCancel(ctx))
+			}
+		}()
 	}
 	s.log = s.tel.Logger()
 	if s.o.authn.Unary == nil && s.o.authn.Stream == nil && authnConfigured(cfg.Authn) {
@@ -321,9 +326,12 @@ func (s *Server) Listen() error {
 // Serve serves gRPC and the admin server until ctx is done, SIGTERM or
 // SIGINT arrives (unless WithoutSignals), Shutdown is called, or serving
 // fails. It then shuts down as Shutdown does and returns nil after a clean
-// stop, or the error that stopped it. Serve may be called once.
+// stop, or the error that stopped it. When the server cannot start (an
+// address in use, a method without an access rule) Serve shuts it down and
+// returns why. Serve may be called once.
 func (s *Server) Serve(ctx context.Context) error {
 	if err := s.Listen(); err != nil {
+		s.stopUnserved()
 		return err
 	}
 	s.mu.Lock()
@@ -335,7 +343,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.mu.Unlock()
 	if s.authz != nil {
 		if err := s.buildAuthorizer(); err != nil {
-			s.closeListeners()
+			s.stopUnserved()
 			return err
 		}
 	}
@@ -419,6 +427,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			s.grpc.Stop()
 		}
 		<-drained
+		s.closeListeners()
 		var errs []error
 		if s.admin != nil {
 			if err := s.admin.shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -437,7 +446,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return s.stopErr
 }
 
-// closeListeners closes the listeners of a server that will not serve.
+// stopUnserved releases what a server that failed to start holds: its
+// listeners and the telemetry it owns.
+func (s *Server) stopUnserved() {
+	_ = s.Shutdown(context.Background())
+}
+
+// closeListeners closes the listeners, which grpc-go closes only once it
+// serves on them; closing one twice is harmless.
 func (s *Server) closeListeners() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
