@@ -106,8 +106,12 @@ func (a *Authenticator) newVerifier(cfg Config, o options) *token.Verifier {
 	if interval == 0 {
 		interval = DefaultJWKSRefetchInterval
 	}
+	maxAge := cfg.JWKSMaxAge
+	if maxAge == 0 {
+		maxAge = DefaultJWKSMaxAge
+	}
 	for _, ic := range cfg.Issuers {
-		set := keys.New(keys.Config{Issuer: ic.URL, JWKSURL: ic.JWKSURL, Interval: interval, Client: o.client, Now: o.now})
+		set := keys.New(keys.Config{Issuer: ic.URL, JWKSURL: ic.JWKSURL, Interval: interval, MaxAge: maxAge, Client: o.client, Now: o.now})
 		a.sets[ic.URL] = set
 		v.Issuers[ic.URL] = &token.Issuer{
 			URL:               ic.URL,

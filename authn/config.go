@@ -16,6 +16,7 @@ const (
 	DefaultMaxTokenBytes       = 16 << 10
 	DefaultCacheSize           = 10_000
 	DefaultJWKSRefetchInterval = 10 * time.Second
+	DefaultJWKSMaxAge          = time.Hour
 )
 
 // defaultAlgorithms are the signing algorithms accepted when
@@ -49,6 +50,12 @@ type Config struct {
 	// issuer's discovery document and key set (Keycloak adapters call it
 	// min-time-between-jwks-requests, and default to 10s as Loam does).
 	JWKSRefetchInterval time.Duration `koanf:"jwks_refetch_interval" default:"10s"`
+	// JWKSMaxAge is how long an issuer's key set is used before it is
+	// refetched in the background, so that a key the issuer removed (a
+	// retired or compromised key) stops verifying new tokens. Tokens
+	// already verified stay in the cache until their exp. A negative value
+	// never refetches a set that still has the key asked for.
+	JWKSMaxAge time.Duration `koanf:"jwks_max_age" default:"1h"`
 	// RequireAccessTokenType refuses tokens whose typ header is not at+jwt
 	// (RFC 9068). Off by default, because Keycloak and others send typ JWT;
 	// either way, any other typ (such as an ID token's or a logout token's

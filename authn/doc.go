@@ -52,8 +52,10 @@
 // starting another. When the endpoint is down, known keys keep verifying
 // and unknown ones fail at once with ErrUnavailable. A caller whose context
 // ends stops waiting (with the context's error); the fetch goes on for the
-// others, bounded by 10s. Keys removed from the JWKS stay trusted until a
-// refetch happens, which only an unknown kid triggers.
+// others, bounded by 10s. A key set older than Config.JWKSMaxAge (1h by
+// default) is refetched in the background on its next use, so a key the
+// issuer removed stops verifying new tokens within that time; tokens
+// already verified stay cached until their exp.
 //
 // # Principals and claims
 //

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -198,4 +199,41 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// TestRemovedKeyStopsVerifying: once the key set is older than
+// JWKSMaxAge, it is refetched in the background, and a key the issuer has
+// removed stops verifying new tokens.
+func TestRemovedKeyStopsVerifying(t *testing.T) {
+	k1, k2 := authntest.NewKey("rsa-1", "RS256"), authntest.NewKey("rsa-2", "RS256")
+	iss, clk, a := warmed(t, k1, k2)
+	token := func(k *authntest.Key, sub string) string {
+		return authntest.SignWith(k, nil, iss.Claims(map[string]any{"sub": sub, "exp": time.Now().Add(3 * time.Hour).Unix()}))
+	}
+	verifyOK(t, a, token(k2, "before-removal"))
+
+	iss.SetKeys(k1) // k2 retired
+	verifyOK(t, a, token(k2, "within-max-age"))
+	wantHits(t, iss, 1)
+
+	clk.Advance(authn.DefaultJWKSMaxAge + time.Second)
+	// The call that finds the set old still uses it, and starts a refetch.
+	verifyOK(t, a, token(k2, "starts-refetch"))
+	deadline := time.Now().Add(2 * time.Second)
+	for iss.JWKSHits.Load() < 2 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	wantHits(t, iss, 2)
+	// Let the refetch land: new tokens (never cached) signed with k2 verify
+	// until it does.
+	for i := 0; time.Now().Before(deadline); i++ {
+		if _, err := a.Verify(context.Background(), token(k2, "waiting-"+strconv.Itoa(i))); errors.Is(err, authn.ErrUnknownKey) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if _, err := a.Verify(context.Background(), token(k2, "retired")); !errors.Is(err, authn.ErrUnknownKey) {
+		t.Errorf("Verify(removed key, after max age) = %v, want ErrUnknownKey", err)
+	}
+	verifyOK(t, a, token(k1, "current-key"))
 }

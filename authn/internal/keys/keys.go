@@ -48,6 +48,10 @@ type Config struct {
 	JWKSURL string
 	// Interval is the least time between two fetches.
 	Interval time.Duration
+	// MaxAge is how long a fetched key set is used before it is refetched
+	// in the background, so that keys the issuer removed stop verifying.
+	// Zero means never.
+	MaxAge time.Duration
 	// Client makes the HTTP requests.
 	Client *http.Client
 	// Now is the clock.
@@ -69,8 +73,9 @@ type Set struct {
 }
 
 type ring struct {
-	byID map[string]*jose.JSONWebKey
-	all  []*jose.JSONWebKey
+	byID    map[string]*jose.JSONWebKey
+	all     []*jose.JSONWebKey
+	fetched time.Time
 }
 
 type fetchCall struct {
@@ -91,6 +96,7 @@ func New(cfg Config) *Set {
 // fetch; the fetch itself goes on for the other callers.
 func (s *Set) Lookup(ctx context.Context, kid, alg string) ([]*jose.JSONWebKey, error) {
 	if keys := s.find(kid, alg); len(keys) > 0 {
+		s.refreshIfOld()
 		return keys, nil
 	}
 	if err := s.refresh(ctx); err != nil {
@@ -148,6 +154,23 @@ func usable(k *jose.JSONWebKey, alg string) bool {
 	return false
 }
 
+// refreshIfOld starts a background refetch when the key set is older than
+// MaxAge. The caller goes on with the keys it found; the new set replaces
+// them when it arrives, and a failed refetch keeps them.
+func (s *Set) refreshIfOld() {
+	r := s.ring.Load()
+	if s.cfg.MaxAge <= 0 || r == nil || s.cfg.Now().Sub(r.fetched) < s.cfg.MaxAge {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if now := s.cfg.Now(); s.call == nil && !now.Before(s.next) {
+		s.next = now.Add(s.cfg.Interval)
+		s.call = &fetchCall{done: make(chan struct{})}
+		go s.fetch(context.Background(), s.call)
+	}
+}
+
 // refresh starts a fetch, or joins the one in flight, and waits for it. It
 // fails fast when the last fetch started less than an interval ago.
 func (s *Set) refresh(ctx context.Context) error {
@@ -186,6 +209,7 @@ func (s *Set) fetch(ctx context.Context, c *fetchCall) {
 	r, jwksURL, err := s.load(ctx)
 	s.mu.Lock()
 	if err == nil {
+		r.fetched = s.cfg.Now()
 		s.ring.Store(r)
 		s.jwksURL = jwksURL
 	}
