@@ -376,7 +376,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	case <-s.stopped:
 	case err := <-errc:
 		// A server closed by a concurrent Shutdown is not a failure.
-		if err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, grpc.ErrServerStopped) {
+		if err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, grpc.ErrServerStopped) &&
+			!(errors.Is(err, net.ErrClosed) && s.isDraining()) {
 			serveErr = err
 			s.log.Error("serving failed", "error", err)
 		}
@@ -427,13 +428,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			s.grpc.Stop()
 		}
 		<-drained
-		s.closeListeners()
 		var errs []error
 		if s.admin != nil {
 			if err := s.admin.shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errs = append(errs, fmt.Errorf("admin server: %w", err))
 			}
 		}
+		s.closeListeners() // those of a server that never served
 		if s.ownTel {
 			if err := s.tel.Shutdown(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("telemetry: %w", err))
