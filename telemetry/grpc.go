@@ -92,6 +92,7 @@ func (t *Telemetry) ClientHandler(opts ...HandlerOption) stats.Handler {
 type handler struct {
 	server   bool
 	sampler  *sampler // nil unless New built the tracer provider
+	w3c      bool     // prop is Loam's own W3C propagator
 	tracer   trace.Tracer
 	prop     propagation.TextMapPropagator
 	duration metric.Float64Histogram
@@ -117,7 +118,7 @@ type methodInfo struct {
 type rpcKey struct{}
 
 func newHandler(t *Telemetry, server bool, opts []HandlerOption) *handler {
-	h := &handler{server: server, prop: t.prop, sampler: t.sampler, opts: handlerOptions{filter: DefaultFilter}}
+	h := &handler{server: server, prop: t.prop, w3c: t.w3c, sampler: t.sampler, opts: handlerOptions{filter: DefaultFilter}}
 	for _, o := range opts {
 		o.applyHandler(&h.opts)
 	}
@@ -191,7 +192,7 @@ func (h *handler) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Co
 		return ctx
 	}
 	if h.server {
-		ctx = h.prop.Extract(ctx, incomingCarrier{ctx})
+		ctx = extractIncoming(ctx, h.prop, h.w3c)
 		parent := trace.SpanContextFromContext(ctx)
 		var link []trace.SpanStartOption
 		if mi.public && parent.IsValid() {

@@ -28,7 +28,7 @@ func (t *Telemetry) Recording() bool {
 // where a stats handler's bookkeeping inside grpc-go costs about twenty
 // allocations per RPC even when nothing is recorded.
 func (t *Telemetry) ServerPassThrough() (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor) {
-	p := passThrough{t.prop}
+	p := passThrough{t.prop, t.w3c}
 	return p.unaryServer, p.streamServer
 }
 
@@ -36,17 +36,27 @@ func (t *Telemetry) ServerPassThrough() (grpc.UnaryServerInterceptor, grpc.Strea
 // records nothing, to use instead of ClientHandler: they write the trace
 // context of the call's context, if any, to the outgoing metadata.
 func (t *Telemetry) ClientPassThrough() (grpc.UnaryClientInterceptor, grpc.StreamClientInterceptor) {
-	p := passThrough{t.prop}
+	p := passThrough{t.prop, t.w3c}
 	return p.unaryClient, p.streamClient
 }
 
-type passThrough struct{ prop propagation.TextMapPropagator }
+type passThrough struct {
+	prop propagation.TextMapPropagator
+	w3c  bool // prop is Loam's W3C trace context and baggage propagator
+}
 
 func (p passThrough) extract(ctx context.Context) context.Context {
-	if len(metadata.ValueFromIncomingContext(ctx, "traceparent")) == 0 && len(metadata.ValueFromIncomingContext(ctx, "baggage")) == 0 {
+	return extractIncoming(ctx, p.prop, p.w3c)
+}
+
+// extractIncoming returns ctx with what prop reads from the call's incoming
+// metadata. When prop is Loam's W3C propagator (w3c), a call that carries
+// neither traceparent nor baggage costs no allocation.
+func extractIncoming(ctx context.Context, prop propagation.TextMapPropagator, w3c bool) context.Context {
+	if w3c && len(metadata.ValueFromIncomingContext(ctx, "traceparent")) == 0 && len(metadata.ValueFromIncomingContext(ctx, "baggage")) == 0 {
 		return ctx
 	}
-	return p.prop.Extract(ctx, incomingCarrier{ctx})
+	return prop.Extract(ctx, incomingCarrier{ctx})
 }
 
 func (p passThrough) inject(ctx context.Context) context.Context {

@@ -55,6 +55,7 @@ type Telemetry struct {
 	logger  *slog.Logger
 	metrics http.Handler
 	sampler *sampler // the root sampler, when New built the tracer provider
+	w3c     bool     // prop is the W3C trace context and baggage propagator New builds
 
 	shutdowns []func(context.Context) error
 	once      sync.Once
@@ -127,6 +128,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Telemetry, error) {
 		mp:   metricnoop.NewMeterProvider(),
 		lp:   lognoop.NewLoggerProvider(),
 		prop: propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
+		w3c:  true,
 	}
 	fail := func(err error) (*Telemetry, error) {
 		_ = t.Shutdown(ctx)
