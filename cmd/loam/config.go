@@ -31,9 +31,10 @@ one <environment>.* file per environment, in YAML, JSON or TOML.
             a file in dir) and reports every problem at once: files that do not
             parse, duplicate keys (YAML, TOML), two files for one environment,
             and unknown keys, type and validation errors in the sections Loam
-            owns. Loam owns no section yet, so every top-level section is an
-            application section that only the service's own config.Load, which
-            knows its types, can check; validate lists them as unchecked.
+            owns (service, telemetry, authn, authz). Other top-level sections
+            are application sections: only the service's own config.Load,
+            which knows their types, can check them, and validate lists them
+            as unchecked.
   explain   prints every effective key of one environment (default: LOAM_ENV,
             else development), its value and the file and line that set it.
   diff      compares two environments: keys whose values differ, keys present
@@ -41,10 +42,10 @@ one <environment>.* file per environment, in YAML, JSON or TOML.
             them itself. --fail-on-drift exits 1 when there is any.
 
 The loam command reads files only, not environment variables or flags. Secrets
-are printed as [redacted]: in Loam's sections (service, telemetry, authn) by
-their type; in the application's sections, whose types the command does not
-know, every key whose last part contains secret, password, passwd, token, key,
-credential or private, erring on the side of hiding.
+are printed as [redacted]: in Loam's sections by their type; in application
+sections, whose types the command does not know, every key whose last part
+contains secret, password, passwd, token, key, credential or private, erring
+on the side of hiding.
 
 Exit status: 0 ok, 1 invalid configuration (or drift with --fail-on-drift),
 2 usage error.
