@@ -19,7 +19,9 @@ import (
 	"github.com/loamhq/loam/service"
 )
 
-const configUsage = `Usage:
+// configUsageText is the help of "loam config"; SECTIONS stands for the
+// sections Loam owns.
+const configUsageText = `Usage:
   loam config validate [--env NAME]... [--json] [dir]
   loam config explain  [--env NAME] [--json] [dir]
   loam config diff     --env A --env B [--fail-on-drift] [--json] [dir]
@@ -31,7 +33,7 @@ one <environment>.* file per environment, in YAML, JSON or TOML.
             a file in dir) and reports every problem at once: files that do not
             parse, duplicate keys (YAML, TOML), two files for one environment,
             and unknown keys, type and validation errors in the sections Loam
-            owns (service, telemetry, authn, authz). Other top-level sections
+            owns (SECTIONS). Other top-level sections
             are application sections: only the service's own config.Load,
             which knows their types, can check them, and validate lists them
             as unchecked.
@@ -50,6 +52,10 @@ on the side of hiding.
 Exit status: 0 ok, 1 invalid configuration (or drift with --fail-on-drift),
 2 usage error.
 `
+
+// configUsage is the help of "loam config", naming the sections of
+// loamSections.
+var configUsage = strings.Replace(configUsageText, "SECTIONS", strings.Join(knownSections(), ", "), 1)
 
 // loamSections is the schema of the sections of a service's configuration
 // that Loam itself owns, which "loam config validate" checks strictly: the
