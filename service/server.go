@@ -392,7 +392,8 @@ func (s *Server) Serve(ctx context.Context) error {
 // the server keeps serving for service.drain_delay, then stops accepting
 // RPCs and waits for in-flight ones for up to service.shutdown_timeout (or
 // until ctx is done), after which the rest are cancelled. Then the admin
-// server stops and telemetry owned by the server is flushed.
+// server stops and telemetry owned by the server is flushed; a failed
+// flush (a collector out of reach) is logged, not returned.
 //
 // Shutdown is idempotent and safe to call concurrently: every call waits
 // for the one drain and returns its result.
@@ -435,13 +436,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			}
 		}
 		s.closeListeners() // those of a server that never served
-		if s.ownTel {
-			if err := s.tel.Shutdown(ctx); err != nil {
-				errs = append(errs, fmt.Errorf("telemetry: %w", err))
-			}
-		}
 		s.stopErr = errors.Join(errs...)
 		s.log.Info("stopped")
+		// Flushing telemetry comes last and only logs a failure: a collector
+		// that cannot be reached is no failure of the service's drain.
+		if s.ownTel {
+			if err := s.tel.Shutdown(ctx); err != nil {
+				s.log.Error("telemetry not flushed", "error", err)
+			}
+		}
 	})
 	<-s.stopped
 	return s.stopErr
