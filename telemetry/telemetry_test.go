@@ -121,11 +121,6 @@ type rig struct {
 
 func newRig(t *testing.T, tel *telemetry.Telemetry, serverOpts ...telemetry.HandlerOption) *rig {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer(grpc.StatsHandler(tel.ServerHandler(serverOpts...)))
 	r := &rig{stub: &stubserver.Stub{
 		Unary: func(_ context.Context, in *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
 			if in.GetValue() == "fail" {
@@ -137,18 +132,32 @@ func newRig(t *testing.T, tel *telemetry.Telemetry, serverOpts ...telemetry.Hand
 			return in, nil
 		},
 	}}
-	r.stub.Register(srv)
-	healthpb.RegisterHealthServer(srv, health.NewServer())
-	go srv.Serve(ln)
-	t.Cleanup(srv.Stop)
-	r.conn, err = grpc.NewClient(ln.Addr().String(),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithStatsHandler(tel.ClientHandler()))
+	r.conn = serve(t, func(srv grpc.ServiceRegistrar) {
+		r.stub.Register(srv)
+		healthpb.RegisterHealthServer(srv, health.NewServer())
+	}, []grpc.ServerOption{grpc.StatsHandler(tel.ServerHandler(serverOpts...))}, grpc.WithStatsHandler(tel.ClientHandler()))
+	return r
+}
+
+// serve starts a gRPC server on loopback with opts and the services that
+// register adds, and returns a plaintext client connection to it; both
+// stop when the test ends.
+func serve(t *testing.T, register func(grpc.ServiceRegistrar), opts []grpc.ServerOption, dial ...grpc.DialOption) *grpc.ClientConn {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { r.conn.Close() })
-	return r
+	srv := grpc.NewServer(opts...)
+	register(srv)
+	go srv.Serve(ln)
+	t.Cleanup(srv.Stop)
+	conn, err := grpc.NewClient(ln.Addr().String(), append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, dial...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }
 
 func spanByKind(t *testing.T, spans tracetest.SpanStubs, kind trace.SpanKind) tracetest.SpanStub {
@@ -282,20 +291,8 @@ func TestPublicEndpoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	public := func(m string) bool { return m == stubserver.UnaryMethod }
-	srv := grpc.NewServer(grpc.StatsHandler(tel.ServerHandler(telemetry.PublicEndpoint(public))))
-	(&stubserver.Stub{Unary: func(_ context.Context, in *wrapperspb.StringValue) (*wrapperspb.StringValue, error) { return in, nil }}).Register(srv)
-	go srv.Serve(ln)
-	defer srv.Stop()
-	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := serve(t, (&stubserver.Stub{Unary: echo}).Register, []grpc.ServerOption{grpc.StatsHandler(tel.ServerHandler(telemetry.PublicEndpoint(public)))})
 
 	const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 	ctx := metadata.AppendToOutgoingContext(t.Context(), "traceparent", traceparent)
@@ -328,22 +325,10 @@ func TestUnsampledCallsKeepTraceContext(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer(grpc.StatsHandler(tel.ServerHandler()))
-	(&stubserver.Stub{Unary: func(ctx context.Context, _ *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+	conn := serve(t, (&stubserver.Stub{Unary: func(ctx context.Context, _ *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
 		sc := trace.SpanContextFromContext(ctx)
 		return wrapperspb.String(fmt.Sprintf("%s %v", sc.TraceID(), sc.IsSampled())), nil
-	}}).Register(srv)
-	go srv.Serve(ln)
-	defer srv.Stop()
-	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	}}).Register, []grpc.ServerOption{grpc.StatsHandler(tel.ServerHandler())})
 
 	got, err := stubserver.Unary(t.Context(), conn, "")
 	if err != nil {
@@ -526,43 +511,17 @@ func TestPassThrough(t *testing.T) {
 	}
 
 	// Downstream echoes the traceparent it receives.
-	down, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	downSrv := grpc.NewServer()
-	(&stubserver.Stub{Unary: func(ctx context.Context, _ *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
-		return wrapperspb.String(strings.Join(metadata.ValueFromIncomingContext(ctx, "traceparent"), ",")), nil
-	}}).Register(downSrv)
-	go downSrv.Serve(down)
-	defer downSrv.Stop()
-
 	cu, cs := tel.ClientPassThrough()
-	downConn, err := grpc.NewClient(down.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithChainUnaryInterceptor(cu), grpc.WithChainStreamInterceptor(cs))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer downConn.Close()
+	downConn := serve(t, (&stubserver.Stub{Unary: func(ctx context.Context, _ *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+		return wrapperspb.String(strings.Join(metadata.ValueFromIncomingContext(ctx, "traceparent"), ",")), nil
+	}}).Register, nil, grpc.WithChainUnaryInterceptor(cu), grpc.WithChainStreamInterceptor(cs))
 
 	// Middle passes the context on to downstream.
-	mid, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	su, ss := tel.ServerPassThrough()
-	midSrv := grpc.NewServer(grpc.ChainUnaryInterceptor(su), grpc.ChainStreamInterceptor(ss))
-	(&stubserver.Stub{Unary: func(ctx context.Context, _ *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+	midConn := serve(t, (&stubserver.Stub{Unary: func(ctx context.Context, _ *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
 		got, err := stubserver.Unary(ctx, downConn, "")
 		return wrapperspb.String(got), err
-	}}).Register(midSrv)
-	go midSrv.Serve(mid)
-	defer midSrv.Stop()
-	midConn, err := grpc.NewClient(mid.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer midConn.Close()
+	}}).Register, []grpc.ServerOption{grpc.ChainUnaryInterceptor(su), grpc.ChainStreamInterceptor(ss)})
 
 	const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 	got, err := stubserver.Unary(metadata.AppendToOutgoingContext(t.Context(), "traceparent", traceparent), midConn, "")
@@ -572,4 +531,8 @@ func TestPassThrough(t *testing.T) {
 	if got, err := stubserver.Unary(t.Context(), midConn, ""); err != nil || got != "" {
 		t.Errorf("downstream saw traceparent %q, %v; want none when the caller sent none", got, err)
 	}
+}
+
+func echo(_ context.Context, in *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+	return in, nil
 }
