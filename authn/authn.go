@@ -6,7 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
+	"maps"
+	"slices"
 	"time"
 	"unsafe"
 
@@ -27,15 +28,16 @@ import (
 // in-flight key fetches end on their own (within 10s), and the cache's
 // clean-up goroutine stops once the Authenticator is unreachable.
 type Authenticator struct {
-	verifier *token.Verifier                             // nil without issuers
-	sets     map[string]*keys.Set                        // by issuer URL
-	cache    *otter.Cache[[sha256.Size]byte, *Principal] // nil when disabled
+	verifier *token.Verifier                          // nil without issuers
+	sets     map[string]*keys.Set                     // by issuer URL
+	cache    *otter.Cache[[sha256.Size]byte, *cached] // nil when disabled
+	cacheAge time.Duration
 	maxBytes int
 	now      func() time.Time
 	mtls     bool
+	outage   string
 
-	public   map[string]bool
-	resolved sync.Map // full method name -> bool (public), for methods with a descriptor
+	public map[string]bool // read-only after New
 
 	log      *slog.Logger
 	failures metric.Int64Counter
@@ -63,6 +65,14 @@ func New(cfg Config, opts ...Option) (*Authenticator, error) {
 		log:      o.logger,
 		sets:     map[string]*keys.Set{},
 		public:   map[string]bool{},
+		cacheAge: cfg.CacheMaxAge,
+		outage:   cfg.IssuerOutage,
+	}
+	if a.cacheAge == 0 {
+		a.cacheAge = DefaultCacheMaxAge
+	}
+	if a.outage == "" {
+		a.outage = OutageDegraded
 	}
 	for _, m := range o.public {
 		if err := checkMethodName(m); err != nil {
@@ -74,10 +84,10 @@ func New(cfg Config, opts ...Option) (*Authenticator, error) {
 		a.verifier = a.newVerifier(cfg, o)
 	}
 	if size := orDefault(cfg.CacheSize, DefaultCacheSize); size > 0 {
-		a.cache = otter.Must(&otter.Options[[sha256.Size]byte, *Principal]{
+		a.cache = otter.Must(&otter.Options[[sha256.Size]byte, *cached]{
 			MaximumSize: size,
-			ExpiryCalculator: otter.ExpiryCreatingFunc(func(e otter.Entry[[sha256.Size]byte, *Principal]) time.Duration {
-				return e.Value.Expiry.Sub(a.now())
+			ExpiryCalculator: otter.ExpiryCreatingFunc(func(e otter.Entry[[sha256.Size]byte, *cached]) time.Duration {
+				return e.Value.until.Sub(a.now())
 			}),
 		})
 	}
@@ -85,6 +95,13 @@ func New(cfg Config, opts ...Option) (*Authenticator, error) {
 		return nil, err
 	}
 	return a, nil
+}
+
+// cached is a verified token in the cache.
+type cached struct {
+	p     *Principal
+	key   *keys.Ref // the key that verified it
+	until time.Time // exp, capped at verification + Config.CacheMaxAge
 }
 
 func (a *Authenticator) newVerifier(cfg Config, o options) *token.Verifier {
@@ -97,7 +114,11 @@ func (a *Authenticator) newVerifier(cfg Config, o options) *token.Verifier {
 		Leeway:       cfg.Leeway,
 		MaxBytes:     a.maxBytes,
 		RequireATJWT: cfg.RequireAccessTokenType,
+		MaxLifetime:  cfg.MaxTokenLifetime,
 		Now:          o.now,
+	}
+	if v.MaxLifetime == 0 {
+		v.MaxLifetime = DefaultMaxTokenLifetime
 	}
 	for _, alg := range algs {
 		v.Algorithms = append(v.Algorithms, jose.SignatureAlgorithm(alg))
@@ -111,7 +132,7 @@ func (a *Authenticator) newVerifier(cfg Config, o options) *token.Verifier {
 		maxAge = DefaultJWKSMaxAge
 	}
 	for _, ic := range cfg.Issuers {
-		set := keys.New(keys.Config{Issuer: ic.URL, JWKSURL: ic.JWKSURL, Interval: interval, MaxAge: maxAge, Client: o.client, Now: o.now})
+		set := keys.New(keys.Config{Issuer: ic.URL, JWKSURL: ic.JWKSURL, Interval: interval, MaxAge: maxAge, Client: o.client, Now: o.now, Log: o.logger})
 		a.sets[ic.URL] = set
 		v.Issuers[ic.URL] = &token.Issuer{
 			URL:               ic.URL,
@@ -156,8 +177,10 @@ func orDefault(n, def int) int {
 // (required), nbf, iat, aud against the issuer's audiences, azp when
 // configured, sub (required), and the JSON types of the mapped claims.
 //
-// A token verified once is served from the cache until its exp, without a
-// signature check and without allocating.
+// A token verified once is served from the cache, without a signature
+// check and without allocating, until its exp but for at most
+// Config.CacheMaxAge, and only while the issuer's key set still holds the
+// key that signed it.
 //
 // Errors are *Error values matching one of the Err sentinels, or ctx.Err()
 // when ctx ends while the issuer's keys are being fetched. Verify does not
@@ -176,8 +199,11 @@ func (a *Authenticator) Verify(ctx context.Context, raw string) (*Principal, err
 		// sha256 neither keeps nor modifies its input, so the string's
 		// bytes are hashed in place, without a copy.
 		key = sha256.Sum256(unsafe.Slice(unsafe.StringData(raw), len(raw)))
-		if p, ok := a.cache.GetIfPresent(key); ok && a.now().Before(p.Expiry) {
-			return p, nil
+		if c, ok := a.cache.GetIfPresent(key); ok {
+			if a.now().Before(c.until) && c.key.Current() {
+				return c.p, nil
+			}
+			a.cache.Invalidate(key)
 		}
 	}
 	r, err := a.verifier.Verify(ctx, raw)
@@ -185,21 +211,28 @@ func (a *Authenticator) Verify(ctx context.Context, raw string) (*Principal, err
 		return nil, publicError(err)
 	}
 	p := &Principal{
-		Subject:   r.Subject,
-		Issuer:    r.Issuer,
-		ClientID:  r.ClientID,
-		Audiences: r.Audiences,
-		Scopes:    r.Mapped.Scopes,
-		Roles:     r.Mapped.Roles,
-		Groups:    r.Mapped.Groups,
-		Expiry:    r.Expiry,
-		Method:    AuthToken,
-		claims:    r.Claims,
-		payload:   r.Payload,
-		token:     raw,
+		id: Identity{
+			Subject:   r.Subject,
+			Issuer:    r.Issuer,
+			ClientID:  r.ClientID,
+			Audiences: r.Audiences,
+			Scopes:    r.Mapped.Scopes,
+			Roles:     r.Mapped.Roles,
+			Groups:    r.Mapped.Groups,
+			Expiry:    r.Expiry,
+			Method:    AuthToken,
+		},
+		claims:  r.Claims,
+		payload: r.Payload,
+		token:   raw,
 	}
-	if a.cache != nil && a.now().Before(p.Expiry) {
-		a.cache.Set(key, p)
+	now := a.now()
+	if a.cache != nil && now.Before(r.Expiry) {
+		until := now.Add(a.cacheAge)
+		if r.Expiry.Before(until) {
+			until = r.Expiry
+		}
+		a.cache.Set(key, &cached{p: p, key: r.Key, until: until})
 	}
 	return p, nil
 }
@@ -220,3 +253,41 @@ func (a *Authenticator) Ready(ctx context.Context) error {
 	}
 	return errors.Join(errs...)
 }
+
+// Check reports, without contacting the issuers, whether every issuer has
+// usable keys: nil when each one's last fetch succeeded. It is a readiness
+// check (the service's /readyz runs it). While an issuer has no keys
+// because its endpoints fail, the error makes the service not ready with
+// Config.IssuerOutage "not_ready"; otherwise, and whenever known keys keep
+// verifying while a refetch fails, the error reports the service as
+// degraded but ready: it has a method Degraded that returns true. Before
+// the first fetch, Check reports nothing wrong.
+func (a *Authenticator) Check(context.Context) error {
+	var errs []error
+	notReady := false
+	for _, iss := range slices.Sorted(maps.Keys(a.sets)) {
+		hasKeys, fetched, lastErr := a.sets[iss].Status()
+		switch {
+		case lastErr == nil:
+		case hasKeys:
+			errs = append(errs, fmt.Errorf("issuer %q: refetching keys fails, keys fetched %s ago still verify: %v",
+				iss, a.now().Sub(fetched).Round(time.Second), lastErr))
+		default:
+			errs = append(errs, fmt.Errorf("issuer %q: no keys, tokens of this issuer are refused: %v", iss, lastErr))
+			notReady = notReady || a.outage == OutageNotReady
+		}
+	}
+	err := errors.Join(errs...)
+	if err == nil || notReady {
+		return err
+	}
+	return degraded{err}
+}
+
+// degraded is a readiness error that keeps the service ready.
+type degraded struct{ error }
+
+// Degraded reports that the service still serves, with less.
+func (degraded) Degraded() bool { return true }
+
+func (d degraded) Unwrap() error { return d.error }

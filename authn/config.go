@@ -17,6 +17,15 @@ const (
 	DefaultCacheSize           = 10_000
 	DefaultJWKSRefetchInterval = 10 * time.Second
 	DefaultJWKSMaxAge          = time.Hour
+	DefaultCacheMaxAge         = 5 * time.Minute
+	DefaultMaxTokenLifetime    = 24 * time.Hour
+)
+
+// What readiness reports while an issuer has no usable keys; see
+// Config.IssuerOutage.
+const (
+	OutageDegraded = "degraded"
+	OutageNotReady = "not_ready"
 )
 
 // defaultAlgorithms are the signing algorithms accepted when
@@ -46,15 +55,33 @@ type Config struct {
 	// CacheSize bounds the verified-token cache, in tokens. A negative size
 	// disables the cache.
 	CacheSize int `koanf:"cache_size" default:"10000"`
+	// CacheMaxAge bounds how long a verified token is served from the
+	// cache before its signature is checked again, whatever its exp. A
+	// cache hit also checks that the issuer's key set, as last fetched,
+	// still holds the key that signed the token, so a key the issuer
+	// removes stops admitting cached tokens at the next fetch of the set
+	// (jwks_max_age at the latest).
+	CacheMaxAge time.Duration `koanf:"cache_max_age" default:"5m" validate:"min=0s"`
+	// MaxTokenLifetime refuses tokens valid for longer than this: exp minus
+	// iat, or exp minus the current time when iat is absent. It bounds how
+	// long a token, once leaked, can be replayed. Zero means 24h.
+	MaxTokenLifetime time.Duration `koanf:"max_token_lifetime" default:"24h" validate:"min=0s"`
+	// IssuerOutage is what readiness (Check) reports while an issuer has
+	// no keys because its endpoints fail: "degraded" (the default) keeps
+	// the service ready, so its public methods and other issuers keep
+	// serving; "not_ready" takes it out of load balancing. A failing
+	// refetch while keys are known is always only degraded: those keys
+	// keep verifying.
+	IssuerOutage string `koanf:"issuer_outage" default:"degraded" validate:"omitempty,oneof=degraded not_ready"`
 	// JWKSRefetchInterval is the least time between two fetches of an
 	// issuer's discovery document and key set (Keycloak adapters call it
 	// min-time-between-jwks-requests, and default to 10s as Loam does).
 	JWKSRefetchInterval time.Duration `koanf:"jwks_refetch_interval" default:"10s"`
 	// JWKSMaxAge is how long an issuer's key set is used before it is
 	// refetched in the background, so that a key the issuer removed (a
-	// retired or compromised key) stops verifying new tokens. Tokens
-	// already verified stay in the cache until their exp. A negative value
-	// never refetches a set that still has the key asked for.
+	// retired or compromised key) stops verifying tokens, cached ones
+	// included (see CacheMaxAge). A negative value never refetches a set
+	// that still has the key asked for.
 	JWKSMaxAge time.Duration `koanf:"jwks_max_age" default:"1h"`
 	// RequireAccessTokenType refuses tokens whose typ header is not at+jwt
 	// (RFC 9068). Off by default, because Keycloak and others send typ JWT;
@@ -173,6 +200,17 @@ func (c Config) Validate() error {
 	}
 	if c.JWKSRefetchInterval < 0 {
 		bad("jwks_refetch_interval", "%s is negative", c.JWKSRefetchInterval)
+	}
+	if c.CacheMaxAge < 0 {
+		bad("cache_max_age", "%s is negative", c.CacheMaxAge)
+	}
+	if c.MaxTokenLifetime < 0 {
+		bad("max_token_lifetime", "%s is negative", c.MaxTokenLifetime)
+	}
+	switch c.IssuerOutage {
+	case "", OutageDegraded, OutageNotReady:
+	default:
+		bad("issuer_outage", "%q is not %s or %s", c.IssuerOutage, OutageDegraded, OutageNotReady)
 	}
 	if !c.Client.IsZero() {
 		for _, err := range c.Client.problems() {

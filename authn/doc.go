@@ -7,7 +7,7 @@
 // (mTLS) instead. It yields a Principal, which the server interceptors put
 // in the handler's context (FromContext).
 //
-//	a, err := authn.New(cfg.Authn)
+//	a, err := authn.New(cfg.Authn, authn.WithPublicMethods(publicMethods...))
 //	srv := grpc.NewServer(
 //		grpc.ChainUnaryInterceptor(a.UnaryInterceptor),
 //		grpc.ChainStreamInterceptor(a.StreamInterceptor))
@@ -19,7 +19,11 @@
 //
 // A token is refused before it is parsed when longer than
 // Config.MaxTokenBytes (16 KiB). It must be a compact JWS (the JSON
-// serialization is refused) with an alg of Config.Algorithms (RS256, ES256
+// serialization is refused) spelled canonically, as RFC 7515 spells it:
+// unpadded base64url with no whitespace and no unused bits set, so one
+// token has one spelling. An ECDSA signature may carry either S: signers
+// such as Go's crypto/ecdsa, OpenSSL and Java emit the high one half the
+// time. Its alg must be one of Config.Algorithms (RS256, ES256
 // and EdDSA by default; "none" and HMAC can never be configured), without
 // jwk, jku, x5u or crit headers: keys come only from the issuer's JWKS, and
 // URLs in a token are never fetched. The typ header may be absent, JWT or
@@ -32,12 +36,15 @@
 // checked with Config.Leeway of clock skew; aud must name one of the
 // issuer's audiences; azp must be one of its authorized parties when these
 // are configured; sub is required; and every claim read must have the
-// expected JSON type.
+// expected JSON type. A token valid for longer than Config.MaxTokenLifetime
+// (24h by default; exp minus iat, or minus now without iat) is refused.
+// JSON null in a mapped claim (roles: null) reads as absent.
 //
 // A verified token is kept in a bounded cache, keyed by its SHA-256, until
-// its exp (never longer, and leeway does not extend it): presenting it
-// again costs a hash and a lookup, with no signature check and no
-// allocation. Failures are not cached.
+// its exp but for at most Config.CacheMaxAge (5m), and only while the
+// issuer's key set, as last fetched, still holds the key that signed it:
+// presenting it again costs a hash, a lookup and a pointer comparison,
+// with no signature check and no allocation. Failures are not cached.
 //
 // # Keys and discovery
 //
@@ -52,16 +59,21 @@
 // starting another. When the endpoint is down, known keys keep verifying
 // and unknown ones fail at once with ErrUnavailable. A caller whose context
 // ends stops waiting (with the context's error); the fetch goes on for the
-// others, bounded by 10s. A key set older than Config.JWKSMaxAge (1h by
-// default) is refetched in the background on its next use, so a key the
-// issuer removed stops verifying new tokens within that time; tokens
-// already verified stay cached until their exp.
+// others, bounded by 10s or the HTTP client's timeout, and a fetch that
+// times out on its own is ErrUnavailable, not the caller's deadline. A key
+// set older than Config.JWKSMaxAge (1h by default) is refetched in the
+// background on its next use, so a key the issuer removed stops verifying
+// within that time, for cached tokens too. Keys that are RSA under 2048
+// bits, or whose key_ops leave out verify, are skipped with a log line.
+// Check reports, for readiness, whether every issuer has usable keys.
 //
 // # Principals and claims
 //
 // Principal holds the subject, issuer, client (client_id, else azp),
-// audiences, scopes, roles, groups, expiry and auth method; Claim and
-// Claims read any other claim. Roles, groups and scopes come from the
+// audiences, scopes, roles, groups, expiry and auth method, read through
+// methods: it is read-only, since the cache shares it between calls, and
+// its lists are Strings. NewPrincipal makes one, for tests and custom
+// authentication. Claim and Claims read any other claim. Roles, groups and scopes come from the
 // issuer's ClaimsConfig: the "keycloak" preset reads realm_access.roles,
 // resource_access.<client>.roles, groups and scope; the "generic" preset
 // reads roles, groups, and scope or scp (a space-separated string or an
@@ -74,10 +86,11 @@
 //
 // # Server interceptors
 //
-// A method whose loam.options.v1.access rule is public admits callers
-// without credentials (the rule is read once per method from
-// protoregistry.GlobalFiles; WithPublicMethods covers methods without a
-// descriptor). Every other method requires them. Invalid credentials are
+// A method named by WithPublicMethods admits callers without credentials;
+// every other method requires them. The service package names the public
+// methods of the access table it compiles once (authz's PublicMethods), so
+// a method made public in the .proto or in authz.rules is public to
+// authentication and authorization alike. Invalid credentials are
 // refused on every method, public ones included, so a misconfigured client
 // fails loudly instead of being served as anonymous. Authorization (roles,
 // permissions, conditions) is not this package's business: package authz
@@ -88,8 +101,9 @@
 // Verify returns an *Error whose Reason is one of a fixed set of codes,
 // each with a sentinel for errors.Is (ErrExpired, ErrAudience, ...), or the
 // context's error. The interceptors send the caller only
-// codes.Unauthenticated with the message "authentication required"; the
-// reason goes to the log (slog, Info level, Warn for ErrUnavailable; never
+// codes.Unauthenticated with the message "authentication required", or
+// codes.Unavailable "authentication temporarily unavailable" when the
+// issuer's keys cannot be fetched (a retry may succeed); the reason goes to the log (slog, Info level, Warn for ErrUnavailable; never
 // the token), to an event "loam.authn.failure" on the call's span, and to
 // the counter loam.authn.failures with a "reason" attribute.
 //

@@ -41,8 +41,9 @@ var (
 	ErrMissing = &Error{Reason: token.ReasonMissing}
 	// ErrTooLarge: the token exceeds Config.MaxTokenBytes; it was not parsed.
 	ErrTooLarge = &Error{Reason: token.ReasonTooLarge}
-	// ErrMalformed: not a compact JWS with three base64url segments and a
-	// JSON header, or not a bearer authorization value.
+	// ErrMalformed: not a compact JWS with three canonical, unpadded
+	// base64url segments (no whitespace, no unused bits set) and a JSON
+	// header, or not a bearer authorization value.
 	ErrMalformed = &Error{Reason: token.ReasonMalformed}
 	// ErrAlgorithm: the header's alg is not in Config.Algorithms (this
 	// includes "none" and every HMAC algorithm).
@@ -76,6 +77,9 @@ var (
 	// ErrCertificate: the verified client certificate carries more than one
 	// SPIFFE ID, or neither a SPIFFE ID nor a subject.
 	ErrCertificate = &Error{Reason: token.ReasonCertificate}
+	// ErrLifetime: the token is valid for longer than
+	// Config.MaxTokenLifetime.
+	ErrLifetime = &Error{Reason: token.ReasonLifetime}
 )
 
 // ErrInvalidConfig is wrapped by the errors of Config.Validate and of the

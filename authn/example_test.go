@@ -41,7 +41,7 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
-	fmt.Println(p.Subject, p.Method, p.Roles, p.Scopes)
+	fmt.Println(p.Subject(), p.Method(), p.Roles(), p.Scopes())
 	// Output: alice token [planter] [openid captures.read]
 }
 
@@ -60,7 +60,7 @@ func ExampleAuthenticator_UnaryInterceptor() {
 	info := &grpc.UnaryServerInfo{FullMethod: "/captures.v1.CaptureService/CreateCapture"}
 	handler := func(ctx context.Context, _ any) (any, error) {
 		p, _ := authn.FromContext(ctx)
-		return "hello " + p.Subject, nil
+		return "hello " + p.Subject(), nil
 	}
 	for _, auth := range []string{"Bearer " + idp.Sign(idp.Claims(nil)), "Bearer forged"} {
 		ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", auth))
@@ -104,9 +104,9 @@ func ExampleConfig_Validate() {
 }
 
 func ExampleNewContext() {
-	ctx := authn.NewContext(context.Background(), &authn.Principal{Subject: "alice", Method: authn.AuthToken})
+	ctx := authn.NewContext(context.Background(), authn.NewPrincipal(authn.Identity{Subject: "alice", Method: authn.AuthToken}))
 	if p, ok := authn.FromContext(ctx); ok {
-		fmt.Println(p.Subject, p.Method)
+		fmt.Println(p.Subject(), p.Method())
 	}
 	// Output: alice token
 }

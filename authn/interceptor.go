@@ -15,11 +15,14 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/loamhq/loam/authn/internal/token"
-	protooptions "github.com/loamhq/loam/proto/loam/options"
 )
 
-// unauthenticated is the only thing a caller learns about a failure.
-var unauthenticated = status.Error(codes.Unauthenticated, "authentication required")
+// What a caller learns about a failure: that it must authenticate, or that
+// authentication cannot be done right now and a retry may succeed.
+var (
+	unauthenticated = status.Error(codes.Unauthenticated, "authentication required")
+	unavailable     = status.Error(codes.Unavailable, "authentication temporarily unavailable")
+)
 
 // UnaryInterceptor authenticates every unary call; it is a
 // grpc.UnaryServerInterceptor. See StreamInterceptor for the rules.
@@ -38,17 +41,21 @@ func (a *Authenticator) UnaryInterceptor(ctx context.Context, req any, info *grp
 // metadata ("Bearer" in any case), else, with Config.MTLS, the verified
 // client certificate. On success the handler's context carries the
 // Principal (FromContext). A call without credentials is admitted only to a
-// public method: one whose loam.options.v1.access rule is public (looked up
-// once per method in protoregistry.GlobalFiles) or one named with
-// WithPublicMethods. Invalid credentials are refused even on a public
+// method named with WithPublicMethods; the service package names the
+// methods whose access rule is public there, from the same table that
+// authorization enforces. Invalid credentials are refused even on a public
 // method, so that a broken client is noticed rather than silently served
 // as anonymous.
 //
-// Every refusal is codes.Unauthenticated with the message "authentication
-// required"; the reason goes to the log (Info, Warn for ErrUnavailable), to
-// an event on the call's span, and to the loam.authn.failures counter with
-// a reason attribute. A context that ends while keys are fetched gives the
-// context's status (Canceled or DeadlineExceeded) instead.
+// A refusal is codes.Unauthenticated with the message "authentication
+// required", except when the issuer's keys cannot be fetched
+// (ErrUnavailable): that is the server's failure, not the caller's, and is
+// codes.Unavailable "authentication temporarily unavailable", which
+// clients may retry. The reason goes to the log (Info, Warn for
+// ErrUnavailable), to an event on the call's span, and to the
+// loam.authn.failures counter with a reason attribute. When the caller's
+// context ends while keys are fetched, the call ends with the context's
+// code (Canceled or DeadlineExceeded) and a generic message.
 func (a *Authenticator) StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	ctx, err := a.authenticate(ss.Context(), info.FullMethod)
 	if err != nil {
@@ -72,12 +79,17 @@ func (a *Authenticator) authenticate(ctx context.Context, method string) (contex
 	switch {
 	case err == nil:
 		return NewContext(ctx, p), nil
-	case errors.Is(err, ErrMissing) && a.isPublic(method):
+	case errors.Is(err, ErrMissing) && a.public[method]:
 		return ctx, nil
-	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
-		return nil, status.FromContextError(err).Err()
+	case ctx.Err() != nil:
+		// The caller gave up or ran out of time: only the code, never the
+		// detail of what was being fetched.
+		return nil, status.Error(status.FromContextError(ctx.Err()).Code(), "authentication did not finish")
 	}
 	a.record(ctx, method, err)
+	if errors.Is(err, ErrUnavailable) {
+		return nil, unavailable
+	}
 	return nil, unauthenticated
 }
 
@@ -116,38 +128,13 @@ func bearer(ctx context.Context) (string, error) {
 	return tok, nil
 }
 
-// isPublic reports whether method admits callers without credentials. It
-// caches the answer for methods that have a descriptor, so the cache is
-// bounded by the services registered.
-func (a *Authenticator) isPublic(method string) bool {
-	if a.public[method] {
-		return true
-	}
-	if v, ok := a.resolved.Load(method); ok {
-		return v.(bool)
-	}
-	public, found := describedPublic(method)
-	if found {
-		a.resolved.Store(method, public)
-	}
-	return public
-}
-
-func describedPublic(method string) (public, found bool) {
-	md, ok := protooptions.FindMethod(method)
-	if !ok {
-		return false, false
-	}
-	rule, err := protooptions.Access(md)
-	return err == nil && rule.GetPublic(), true
-}
-
 const meterName = "github.com/loamhq/loam/authn"
 
 var allReasons = []string{
 	token.ReasonMissing, token.ReasonTooLarge, token.ReasonMalformed, token.ReasonAlgorithm, token.ReasonHeader,
 	token.ReasonIssuer, token.ReasonUnknownKey, token.ReasonUnavailable, token.ReasonSignature, token.ReasonExpired,
 	token.ReasonNotYetValid, token.ReasonAudience, token.ReasonAuthorizedParty, token.ReasonClaims, token.ReasonCertificate,
+	token.ReasonLifetime,
 }
 
 func (a *Authenticator) initMetrics(mp metric.MeterProvider) error {

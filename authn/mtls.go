@@ -43,5 +43,5 @@ func peerPrincipal(ctx context.Context) (*Principal, error) {
 	if subject == "" {
 		return nil, &Error{Reason: token.ReasonCertificate, Detail: "client certificate has neither a SPIFFE ID nor a subject"}
 	}
-	return &Principal{Subject: subject, Issuer: leaf.Issuer.String(), Expiry: leaf.NotAfter, Method: AuthMTLS}, nil
+	return &Principal{id: Identity{Subject: subject, Issuer: leaf.Issuer.String(), Expiry: leaf.NotAfter, Method: AuthMTLS}}, nil
 }

@@ -77,11 +77,12 @@ func WithHTTPClient(c *http.Client) Option {
 	})
 }
 
-// WithPublicMethods marks full gRPC method names ("/pkg.Service/Method") as
-// public for the interceptors of New, in addition to the methods whose
-// loam.options.v1.access rule is public. It is for methods without a
-// registered descriptor, such as the gRPC health and reflection services.
-// New fails when a name is not of that form.
+// WithPublicMethods names the methods (full gRPC names,
+// "/pkg.Service/Method") that the interceptors of New admit without
+// credentials; every other method needs them. The service package passes
+// the public methods of its access table, which authz.Authorizer's
+// PublicMethods returns, so that authentication and authorization never
+// disagree. New fails when a name is not of that form.
 func WithPublicMethods(fullMethods ...string) Option {
 	return optionFunc(func(o *options) { o.public = append(o.public, fullMethods...) })
 }

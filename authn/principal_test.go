@@ -27,30 +27,30 @@ func TestClaimMapping(t *testing.T) {
 		name   string
 		claims authn.ClaimsConfig
 		token  map[string]any
-		want   authn.Principal
+		want   authn.Identity
 	}{
 		{
 			name:   "keycloak, clients default to the audiences",
 			claims: authn.ClaimsConfig{Preset: "keycloak"},
 			token:  keycloakToken,
-			want:   authn.Principal{ClientID: "web", Scopes: []string{"openid", "captures.read"}, Roles: []string{"planter", "offline_access", "reader"}, Groups: []string{"/acme/field"}},
+			want:   authn.Identity{ClientID: "web", Scopes: []string{"openid", "captures.read"}, Roles: []string{"planter", "offline_access", "reader"}, Groups: []string{"/acme/field"}},
 		},
 		{
 			name:   "keycloak with named clients",
 			claims: authn.ClaimsConfig{Preset: "keycloak", Clients: []string{"account"}},
 			token:  keycloakToken,
-			want:   authn.Principal{ClientID: "web", Scopes: []string{"openid", "captures.read"}, Roles: []string{"planter", "offline_access", "manage-account"}, Groups: []string{"/acme/field"}},
+			want:   authn.Identity{ClientID: "web", Scopes: []string{"openid", "captures.read"}, Roles: []string{"planter", "offline_access", "manage-account"}, Groups: []string{"/acme/field"}},
 		},
 		{
 			name:  "generic: roles, groups, scp array, client_id",
 			token: map[string]any{"client_id": "cli", "azp": "web", "roles": []string{"admin", "admin"}, "groups": []string{"ops"}, "scp": []string{"a", "b"}},
-			want:  authn.Principal{ClientID: "cli", Scopes: []string{"a", "b"}, Roles: []string{"admin"}, Groups: []string{"ops"}},
+			want:  authn.Identity{ClientID: "cli", Scopes: []string{"a", "b"}, Roles: []string{"admin"}, Groups: []string{"ops"}},
 		},
 		{
 			name:   "generic with namespaced and nested paths",
 			claims: authn.ClaimsConfig{Roles: []string{"https://acme.org/roles", "app.roles"}, Scopes: []string{"scope"}},
 			token:  map[string]any{"https://acme.org/roles": []string{"x"}, "app": map[string]any{"roles": []string{"y"}}, "scope": "s1  s2"},
-			want:   authn.Principal{Scopes: []string{"s1", "s2"}, Roles: []string{"x", "y"}},
+			want:   authn.Identity{Scopes: []string{"s1", "s2"}, Roles: []string{"x", "y"}},
 		},
 	}
 	for _, tt := range tests {
@@ -60,8 +60,8 @@ func TestClaimMapping(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Verify() = %v", err)
 			}
-			ignore := cmpopts.IgnoreFields(authn.Principal{}, "Subject", "Issuer", "Audiences", "Expiry", "Method")
-			if diff := cmp.Diff(&tt.want, p, ignore, cmpopts.IgnoreUnexported(authn.Principal{}), cmpopts.EquateEmpty()); diff != "" {
+			ignore := cmpopts.IgnoreFields(authn.Identity{}, "Subject", "Issuer", "Audiences", "Expiry", "Method")
+			if diff := cmp.Diff(tt.want, p.Identity(), ignore, cmpopts.EquateEmpty()); diff != "" {
 				t.Errorf("Verify() principal (-want +got):\n%s", diff)
 			}
 		})
@@ -77,8 +77,8 @@ func TestPrincipalClaims(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := authn.Principal{Subject: "alice", Issuer: iss.URL, Audiences: []string{authntest.Audience}, Method: authn.AuthToken}
-	if diff := cmp.Diff(&want, p, cmpopts.IgnoreFields(authn.Principal{}, "Expiry"), cmpopts.IgnoreUnexported(authn.Principal{}), cmpopts.EquateEmpty()); diff != "" {
+	want := authn.Identity{Subject: "alice", Issuer: iss.URL, Audiences: []string{authntest.Audience}, Method: authn.AuthToken}
+	if diff := cmp.Diff(want, p.Identity(), cmpopts.IgnoreFields(authn.Identity{}, "Expiry"), cmpopts.EquateEmpty()); diff != "" {
 		t.Errorf("Verify() principal (-want +got):\n%s", diff)
 	}
 	for _, tt := range []struct {
@@ -99,7 +99,7 @@ func TestPrincipalClaims(t *testing.T) {
 	if err := p.Claims(&typed); err != nil || typed.Email != "alice@example.com" || typed.Org.ID != 42 {
 		t.Errorf("Claims() = %v, got %+v", err, typed)
 	}
-	if err := (&authn.Principal{Method: authn.AuthMTLS}).Claims(&typed); err == nil {
+	if err := (authn.NewPrincipal(authn.Identity{Method: authn.AuthMTLS})).Claims(&typed); err == nil {
 		t.Error("Claims() on an mTLS principal = nil, want an error")
 	}
 }
@@ -108,7 +108,7 @@ func TestContext(t *testing.T) {
 	if p, ok := authn.FromContext(context.Background()); ok || p != nil {
 		t.Errorf("FromContext(empty) = %v, %v; want nil, false", p, ok)
 	}
-	want := &authn.Principal{Subject: "alice"}
+	want := authn.NewPrincipal(authn.Identity{Subject: "alice"})
 	if p, ok := authn.FromContext(authn.NewContext(context.Background(), want)); !ok || p != want {
 		t.Errorf("FromContext(NewContext(p)) = %v, %v; want p, true", p, ok)
 	}

@@ -62,7 +62,7 @@ func TestUnaryDecisions(t *testing.T) {
 		{name: "permission denied", method: "Harvest", p: principal("bob", "painter"), want: codes.PermissionDenied, reason: authz.ReasonNotGranted},
 		{name: "unknown role", method: "Harvest", p: principal("bob", "ghost"), want: codes.PermissionDenied, reason: authz.ReasonNotGranted},
 		{name: "principal without roles", method: "Harvest", p: principal("bob"), want: codes.PermissionDenied, reason: authz.ReasonNotGranted},
-		{name: "scope does not grant by default", method: "Harvest", p: &authn.Principal{Subject: "bob", Scopes: []string{"farm.harvest"}}, want: codes.PermissionDenied, reason: authz.ReasonNotGranted},
+		{name: "scope does not grant by default", method: "Harvest", p: authn.NewPrincipal(authn.Identity{Subject: "bob", Scopes: []string{"farm.harvest"}}), want: codes.PermissionDenied, reason: authz.ReasonNotGranted},
 		{name: "permission without principal", method: "Harvest", want: codes.Unauthenticated, reason: authz.ReasonUnauthenticated},
 		{name: "condition true", method: "Plant", p: alice, req: plantRequest("alice", 1), want: codes.OK, reason: authz.ReasonGranted, grantBy: "farmer"},
 		{name: "condition false", method: "Plant", p: alice, req: plantRequest("bob", 1), want: codes.PermissionDenied, reason: authz.ReasonConditionFalse, grantBy: "farmer"},
@@ -112,7 +112,7 @@ func TestUnaryDecisions(t *testing.T) {
 
 func TestScopesGrant(t *testing.T) {
 	a := newFarm(t, authz.Config{ScopesGrant: true})
-	p := &authn.Principal{Subject: "svc", Scopes: []string{"openid", "farm.harvest"}}
+	p := authn.NewPrincipal(authn.Identity{Subject: "svc", Scopes: []string{"openid", "farm.harvest"}})
 	if d := a.Explain(p, fullMethod(farm, "Harvest"), nil); !d.Allowed || d.Scope != "farm.harvest" || d.Role != "" {
 		t.Errorf("Explain(Harvest) = %s (scope %q), want granted by scope farm.harvest", d, d.Scope)
 	}

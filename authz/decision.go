@@ -3,7 +3,6 @@ package authz
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 
 	"google.golang.org/grpc/status"
@@ -150,7 +149,7 @@ func (a *Authorizer) decideRule(m *method, p *authn.Principal) Decision {
 	case m.rule.Authenticated:
 		d.Reason = ReasonAuthenticated
 	default:
-		role, ok := a.policy.Load().table.Grant(m.perm, p.Roles)
+		role, ok := a.policy.Load().table.Grant(m.perm, p.Roles())
 		a.grant(&d, p, role, ok)
 	}
 	d.Allowed = d.Reason.allows()
@@ -163,7 +162,7 @@ func (a *Authorizer) grant(d *Decision, p *authn.Principal, role string, ok bool
 	switch {
 	case ok:
 		d.Reason, d.Role = ReasonGranted, role
-	case a.scopesGrant && slices.Contains(p.Scopes, d.Permission):
+	case a.scopesGrant && p.Scopes().Contains(d.Permission):
 		d.Reason, d.Scope = ReasonGranted, d.Permission
 	default:
 		d.Reason = ReasonNotGranted
@@ -239,7 +238,7 @@ func Check(ctx context.Context, permission string) error {
 	case !policy.ValidPermission(permission):
 		d.Reason = ReasonNotGranted
 	default:
-		role, ok := a.policy.Load().Grant(p.Roles, permission)
+		role, ok := a.policy.Load().Grant(p.Roles(), permission)
 		a.grant(&d, p, role, ok)
 	}
 	d.Allowed = d.Reason.allows()

@@ -76,10 +76,10 @@ func ExampleAuthorizer_Explain() {
 	}
 	// Plant needs farm.plant and "request.planter_id == principal.subject".
 	plant := "/loam.authztest.v1.FarmService/Plant"
-	alice := &authn.Principal{Subject: "alice", Roles: []string{"viewer", "farmer"}}
+	alice := authn.NewPrincipal(authn.Identity{Subject: "alice", Roles: []string{"viewer", "farmer"}})
 	fmt.Println(a.Explain(alice, plant, plantRequest("alice", 3)))
 	fmt.Println(a.Explain(alice, plant, plantRequest("bob", 3)))
-	fmt.Println(a.Explain(&authn.Principal{Subject: "bob", Roles: []string{"viewer"}}, plant, nil))
+	fmt.Println(a.Explain(authn.NewPrincipal(authn.Identity{Subject: "bob", Roles: []string{"viewer"}}), plant, nil))
 	fmt.Println(a.Explain(nil, plant, nil))
 	// Output:
 	// allow /loam.authztest.v1.FarmService/Plant: granted: permission farm.plant by role farmer; condition true
@@ -95,7 +95,7 @@ func ExampleCheck() {
 		panic(err)
 	}
 	// In a handler, ctx comes from the interceptors; a test builds it.
-	ctx := authz.NewContext(authn.NewContext(context.Background(), &authn.Principal{Subject: "ann", Roles: []string{"auditor"}}), a)
+	ctx := authz.NewContext(authn.NewContext(context.Background(), authn.NewPrincipal(authn.Identity{Subject: "ann", Roles: []string{"auditor"}})), a)
 
 	fmt.Println(authz.Check(ctx, "barns.audit"))
 	err = authz.Check(ctx, "barns.demolish")
@@ -111,7 +111,7 @@ func ExampleAuthorizer_SetPolicy() {
 	if err != nil {
 		panic(err)
 	}
-	bob := &authn.Principal{Subject: "bob", Roles: []string{"farmer"}}
+	bob := authn.NewPrincipal(authn.Identity{Subject: "bob", Roles: []string{"farmer"}})
 	harvest := "/loam.authztest.v1.FarmService/Harvest"
 
 	// An invalid policy is refused and the last good one stays.

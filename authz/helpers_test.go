@@ -201,7 +201,7 @@ func register(s *grpc.Server, names ...string) {
 
 // principal returns a principal with subject and roles.
 func principal(subject string, roles ...string) *authn.Principal {
-	return &authn.Principal{Subject: subject, Issuer: "https://issuer.test", Roles: roles, Method: authn.AuthToken}
+	return authn.NewPrincipal(authn.Identity{Subject: subject, Issuer: "https://issuer.test", Roles: roles, Method: authn.AuthToken})
 }
 
 // Metadata keys read by fakeAuthn.

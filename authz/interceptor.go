@@ -212,7 +212,7 @@ func (a *Authorizer) record(ctx context.Context, d *Decision, p *authn.Principal
 		slog.String("permission", d.Permission),
 	}
 	if p != nil {
-		attrs = append(attrs, slog.String("principal", p.Subject))
+		attrs = append(attrs, slog.String("principal", p.Subject()))
 	}
 	if d.Role != "" {
 		attrs = append(attrs, slog.String("role", d.Role))

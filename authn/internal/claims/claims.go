@@ -62,8 +62,8 @@ func collect(claims map[string]any, paths []string, spaced bool) ([]string, erro
 	var out []string
 	for _, path := range paths {
 		v, ok := Lookup(claims, path)
-		if !ok {
-			continue
+		if !ok || v == nil {
+			continue // absent, or JSON null, which says the same
 		}
 		vals, err := Strings(v, spaced)
 		if err != nil {

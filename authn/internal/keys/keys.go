@@ -6,6 +6,7 @@ package keys
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rsa"
@@ -13,7 +14,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -56,7 +59,14 @@ type Config struct {
 	Client *http.Client
 	// Now is the clock.
 	Now func() time.Time
+	// Log receives a line for every key of a fetched set that is skipped
+	// (too weak, or not for verifying). Nil discards them.
+	Log *slog.Logger
 }
+
+// minRSABits is the smallest RSA modulus accepted (NIST SP 800-131A,
+// RFC 7518 section 3.3).
+const minRSABits = 2048
 
 // Set is the key set of one issuer. It is safe for concurrent use; the zero
 // value is not usable, use New.
@@ -76,7 +86,10 @@ type ring struct {
 	byID    map[string]*jose.JSONWebKey
 	all     []*jose.JSONWebKey
 	fetched time.Time
+	skipped []skippedKey
 }
+
+type skippedKey struct{ kid, reason string }
 
 type fetchCall struct {
 	done chan struct{}
@@ -240,6 +253,11 @@ func (s *Set) load(ctx context.Context) (*ring, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
+	if s.cfg.Log != nil {
+		for _, skip := range r.skipped {
+			s.cfg.Log.Warn("issuer key skipped", "issuer", s.cfg.Issuer, "kid", skip.kid, "reason", skip.reason)
+		}
+	}
 	return r, jwksURL, nil
 }
 
@@ -269,7 +287,8 @@ func (s *Set) get(ctx context.Context, url string) (*ring, error) {
 
 // parse keeps the public signature keys of a JWKS document and skips the
 // rest (encryption keys, symmetric keys, private keys, key types go-jose does
-// not know), so that one odd key does not hide the others.
+// not know, RSA keys under 2048 bits, keys whose key_ops do not include
+// verify), so that one odd key does not hide the others.
 func parse(body []byte) (*ring, error) {
 	var doc struct {
 		Keys []json.RawMessage `json:"keys"`
@@ -283,9 +302,18 @@ func parse(body []byte) (*ring, error) {
 		if err := k.UnmarshalJSON(raw); err != nil || !k.Valid() || !k.IsPublic() || (k.Use != "" && k.Use != "sig") {
 			continue
 		}
-		switch k.Key.(type) {
-		case *rsa.PublicKey, *ecdsa.PublicKey, ed25519.PublicKey:
+		switch pub := k.Key.(type) {
+		case *rsa.PublicKey:
+			if bits := pub.N.BitLen(); bits < minRSABits {
+				r.skipped = append(r.skipped, skippedKey{k.KeyID, fmt.Sprintf("RSA key of %d bits, under %d", bits, minRSABits)})
+				continue
+			}
+		case *ecdsa.PublicKey, ed25519.PublicKey:
 		default:
+			continue
+		}
+		if ops := keyOps(raw); ops != nil && !slices.Contains(ops, "verify") {
+			r.skipped = append(r.skipped, skippedKey{k.KeyID, fmt.Sprintf("key_ops %q do not include verify", ops)})
 			continue
 		}
 		r.all = append(r.all, k)
@@ -294,4 +322,75 @@ func parse(body []byte) (*ring, error) {
 		}
 	}
 	return r, nil
+}
+
+// keyOps returns the key_ops member of a JWK (RFC 7517 section 4.3), which
+// go-jose does not read, or nil when it is absent. A key_ops that is not an
+// array of strings gives an empty list, which permits nothing.
+func keyOps(raw json.RawMessage) []string {
+	var k struct {
+		Ops json.RawMessage `json:"key_ops"`
+	}
+	if json.Unmarshal(raw, &k) != nil || k.Ops == nil {
+		return nil
+	}
+	var ops []string
+	if json.Unmarshal(k.Ops, &ops) != nil || ops == nil {
+		return []string{}
+	}
+	return ops
+}
+
+// Ref remembers the key that verified a token, so that a cached
+// verification can ask whether the issuer still publishes that key.
+type Ref struct {
+	set  *Set
+	key  *jose.JSONWebKey
+	seen atomic.Pointer[ring] // the newest ring known to hold key
+}
+
+// RefOf returns a Ref to k, a key that Lookup returned.
+func (s *Set) RefOf(k *jose.JSONWebKey) *Ref {
+	r := &Ref{set: s, key: k}
+	r.seen.Store(s.ring.Load())
+	return r
+}
+
+// Current reports whether the issuer's key set, as last fetched, still holds
+// the key: the same key id with the same public key, or for a key without
+// an id, an equal public key. It allocates nothing and takes no lock while
+// the set has not been refetched.
+func (r *Ref) Current() bool {
+	cur := r.set.ring.Load()
+	if cur == r.seen.Load() {
+		return true
+	}
+	held := false
+	if r.key.KeyID != "" {
+		k, ok := cur.byID[r.key.KeyID]
+		held = ok && sameKey(k, r.key)
+	} else {
+		held = slices.ContainsFunc(cur.all, func(k *jose.JSONWebKey) bool { return sameKey(k, r.key) })
+	}
+	if held {
+		r.seen.Store(cur)
+	}
+	return held
+}
+
+func sameKey(a, b *jose.JSONWebKey) bool {
+	type equaler interface{ Equal(crypto.PublicKey) bool }
+	e, ok := a.Key.(equaler)
+	return ok && e.Equal(b.Key)
+}
+
+// Status reports, without fetching, whether the set holds keys, when they
+// were fetched, and the error of the last fetch (nil when it succeeded).
+func (s *Set) Status() (hasKeys bool, fetched time.Time, lastErr error) {
+	if r := s.ring.Load(); r != nil {
+		hasKeys, fetched = true, r.fetched
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return hasKeys, fetched, s.lastErr
 }

@@ -37,6 +37,7 @@ const (
 	ReasonAuthorizedParty = "azp"
 	ReasonClaims          = "claims"
 	ReasonCertificate     = "certificate"
+	ReasonLifetime        = "lifetime"
 )
 
 // Error is a verification failure. Detail never contains the token.
@@ -68,7 +69,10 @@ type Verifier struct {
 	Leeway       time.Duration
 	MaxBytes     int
 	RequireATJWT bool
-	Now          func() time.Time
+	// MaxLifetime refuses tokens valid for longer: exp minus iat, or exp
+	// minus now without iat. Zero means no limit.
+	MaxLifetime time.Duration
+	Now         func() time.Time
 }
 
 // Result is a verified token.
@@ -79,6 +83,8 @@ type Result struct {
 	Mapped                    claims.Mapped
 	Claims                    map[string]any
 	Payload                   []byte
+	// Key is the issuer's key that verified the signature.
+	Key *keys.Ref
 }
 
 // forbiddenHeaders name a key or a key source inside the token itself, or
@@ -90,6 +96,9 @@ var forbiddenHeaders = []jose.HeaderKey{"jku", "x5u", "crit"}
 func (v *Verifier) Verify(ctx context.Context, raw string) (*Result, error) {
 	if len(raw) > v.MaxBytes {
 		return nil, fail(ReasonTooLarge, "token of %d bytes exceeds the limit of %d", len(raw), v.MaxBytes)
+	}
+	if err := canonical(raw); err != nil {
+		return nil, err
 	}
 	jws, err := jose.ParseSignedCompact(raw, v.Algorithms)
 	if err != nil {
@@ -117,26 +126,103 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Result, error) {
 	}
 	candidates, err := is.Keys.Lookup(ctx, h.KeyID, h.Algorithm)
 	switch {
-	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
-		return nil, err
+	case err != nil && ctx.Err() != nil:
+		// The caller's own context ended. A fetch that timed out on its
+		// own is the issuer's failure, not the caller's, and is below.
+		return nil, ctx.Err()
 	case errors.Is(err, keys.ErrUnavailable):
 		return nil, fail(ReasonUnavailable, "keys of %q: %v", iss, err)
 	case err != nil:
 		return nil, fail(ReasonUnknownKey, "issuer %q has no %s key with kid %q", iss, h.Algorithm, h.KeyID)
 	}
-	if !verifies(jws, candidates) {
+	key := verifying(jws, candidates)
+	if key == nil {
 		return nil, fail(ReasonSignature, "signature does not verify with %s key %q of %q", h.Algorithm, h.KeyID, iss)
 	}
-	return v.checkClaims(is, m, payload)
+	r, err := v.checkClaims(is, m, payload)
+	if err != nil {
+		return nil, err
+	}
+	r.Key = is.Keys.RefOf(key)
+	return r, nil
 }
 
-func verifies(jws *jose.JSONWebSignature, candidates []*jose.JSONWebKey) bool {
+// verifying returns the candidate key that verifies the signature, or nil.
+func verifying(jws *jose.JSONWebSignature, candidates []*jose.JSONWebKey) *jose.JSONWebKey {
 	for _, k := range candidates {
 		if _, err := jws.Verify(k); err == nil {
-			return true
+			return k
 		}
 	}
-	return false
+	return nil
+}
+
+// canonical refuses a compact JWS that is not spelled the one way RFC 7515
+// allows: three segments of unpadded base64url (section 2), with no
+// whitespace and no set bits past the last byte, so that one token has one
+// spelling and one cache entry. Go's decoder would otherwise skip CR and LF
+// and ignore trailing bits.
+func canonical(raw string) *Error {
+	seg, start := 0, 0
+	for i := 0; i <= len(raw); i++ {
+		if i < len(raw) && raw[i] != '.' {
+			if !isBase64URL(raw[i]) {
+				return fail(ReasonMalformed, "byte %d is not base64url", i)
+			}
+			continue
+		}
+		if err := canonicalSegment(raw[start:i], seg); err != nil {
+			return err
+		}
+		seg++
+		start = i + 1
+	}
+	if seg != 3 {
+		return fail(ReasonMalformed, "%d segments, want 3", seg)
+	}
+	return nil
+}
+
+func isBase64URL(c byte) bool {
+	return 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_'
+}
+
+// canonicalSegment checks the length and the unused low bits of the last
+// character of one base64url segment.
+func canonicalSegment(s string, n int) *Error {
+	if len(s) == 0 {
+		if n > 0 {
+			return nil // an empty payload or signature is spelled one way
+		}
+		return fail(ReasonMalformed, "segment %d is empty", n+1)
+	}
+	var unused byte
+	switch len(s) % 4 {
+	case 1:
+		return fail(ReasonMalformed, "segment %d has a length no base64url encoding has", n+1)
+	case 2:
+		unused = 0x0f
+	case 3:
+		unused = 0x03
+	}
+	if base64Value(s[len(s)-1])&unused != 0 {
+		return fail(ReasonMalformed, "segment %d is not canonical base64url: its last character has unused bits set", n+1)
+	}
+	return nil
+}
+
+func base64Value(c byte) byte {
+	switch {
+	case 'A' <= c && c <= 'Z':
+		return c - 'A'
+	case 'a' <= c && c <= 'z':
+		return c - 'a' + 26
+	case '0' <= c && c <= '9':
+		return c - '0' + 52
+	case c == '-':
+		return 62
+	}
+	return 63
 }
 
 func (v *Verifier) checkHeader(h jose.Header) error {
@@ -204,6 +290,7 @@ func (v *Verifier) checkClaims(is *Issuer, m map[string]any, payload []byte) (*R
 	case !now.Before(exp.Add(v.Leeway)):
 		return nil, fail(ReasonExpired, "expired at %s", exp.UTC().Format(time.RFC3339))
 	}
+	var iat time.Time
 	for _, name := range []string{"nbf", "iat"} {
 		t, ok, err := date(m, name)
 		if err != nil {
@@ -211,6 +298,18 @@ func (v *Verifier) checkClaims(is *Issuer, m map[string]any, payload []byte) (*R
 		}
 		if ok && t.After(now.Add(v.Leeway)) {
 			return nil, fail(ReasonNotYetValid, "%s %s is in the future", name, t.UTC().Format(time.RFC3339))
+		}
+		if ok && name == "iat" {
+			iat = t
+		}
+	}
+	if v.MaxLifetime > 0 {
+		from := iat
+		if from.IsZero() {
+			from = now
+		}
+		if life := exp.Sub(from); life > v.MaxLifetime+v.Leeway {
+			return nil, fail(ReasonLifetime, "valid for %s, longer than the %s allowed", life.Round(time.Second), v.MaxLifetime)
 		}
 	}
 	aud, ok := m["aud"]

@@ -35,20 +35,20 @@ func stringField(f func(*authn.Principal) string) field {
 	return field{typ: types.StringType, get: func(p *authn.Principal) any { return f(p) }, set: func(p *authn.Principal) bool { return f(p) != "" }}
 }
 
-func listField(f func(*authn.Principal) []string) field {
-	return field{typ: types.NewListType(types.StringType), get: func(p *authn.Principal) any { return f(p) }, set: func(p *authn.Principal) bool { return len(f(p)) > 0 }}
+func listField(f func(*authn.Principal) authn.Strings) field {
+	return field{typ: types.NewListType(types.StringType), get: func(p *authn.Principal) any { return f(p).Clone() }, set: func(p *authn.Principal) bool { return f(p).Len() > 0 }}
 }
 
 // fields are the principal's CEL fields. claims decodes the token's
 // payload on every evaluation that reads it; an mTLS principal has none.
 var fields = map[string]field{
-	"subject":   stringField(func(p *authn.Principal) string { return p.Subject }),
-	"issuer":    stringField(func(p *authn.Principal) string { return p.Issuer }),
-	"client_id": stringField(func(p *authn.Principal) string { return p.ClientID }),
-	"audiences": listField(func(p *authn.Principal) []string { return p.Audiences }),
-	"scopes":    listField(func(p *authn.Principal) []string { return p.Scopes }),
-	"roles":     listField(func(p *authn.Principal) []string { return p.Roles }),
-	"groups":    listField(func(p *authn.Principal) []string { return p.Groups }),
+	"subject":   stringField(func(p *authn.Principal) string { return p.Subject() }),
+	"issuer":    stringField(func(p *authn.Principal) string { return p.Issuer() }),
+	"client_id": stringField(func(p *authn.Principal) string { return p.ClientID() }),
+	"audiences": listField(func(p *authn.Principal) authn.Strings { return p.Audiences() }),
+	"scopes":    listField(func(p *authn.Principal) authn.Strings { return p.Scopes() }),
+	"roles":     listField(func(p *authn.Principal) authn.Strings { return p.Roles() }),
+	"groups":    listField(func(p *authn.Principal) authn.Strings { return p.Groups() }),
 	"claims": {
 		typ: types.NewMapType(types.StringType, types.DynType),
 		get: func(p *authn.Principal) any {

@@ -9,6 +9,8 @@ import (
 	"maps"
 	"slices"
 	"strings"
+
+	"github.com/loamhq/loam/authn"
 )
 
 // ValidPermission reports whether s is a permission name: two or more
@@ -108,8 +110,9 @@ func New(roles map[string][]string) (*Policy, error) {
 
 // Grant returns the first of roles that grants permission, in the order
 // given. Roles the policy does not name grant nothing.
-func (p *Policy) Grant(roles []string, permission string) (string, bool) {
-	for _, r := range roles {
+func (p *Policy) Grant(roles authn.Strings, permission string) (string, bool) {
+	for i := range roles.Len() {
+		r := roles.At(i)
 		g := p.roles[r]
 		if g != nil && g.grants(permission) {
 			return r, true
@@ -199,9 +202,10 @@ func (p *Policy) Table(permissions []string) Table {
 
 // Grant returns the first of roles that grants permission i of the
 // table, like Policy.Grant.
-func (t Table) Grant(i int, roles []string) (string, bool) {
+func (t Table) Grant(i int, roles authn.Strings) (string, bool) {
 	g := &t[i]
-	for _, r := range roles {
+	for j := range roles.Len() {
+		r := roles.At(j)
 		if g.set != nil {
 			if _, ok := g.set[r]; ok {
 				return r, true

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/loamhq/loam/authn"
 	"github.com/loamhq/loam/authz/internal/policy"
 )
 
@@ -50,7 +51,8 @@ func TestTable(t *testing.T) {
 	}
 	perms := []string{"a.b", "a.x.y", "c.d", "e.f"}
 	table := p.Table(perms)
-	for _, principal := range [][]string{nil, {"exact"}, {"wild"}, {"other", "star"}, {"many7"}, {"ghost", "many3", "exact"}} {
+	for _, roles := range [][]string{nil, {"exact"}, {"wild"}, {"other", "star"}, {"many7"}, {"ghost", "many3", "exact"}} {
+		principal := authn.NewPrincipal(authn.Identity{Roles: roles}).Roles()
 		for i, perm := range perms {
 			wantRole, want := p.Grant(principal, perm)
 			if gotRole, got := table.Grant(i, principal); got != want || gotRole != wantRole {
@@ -58,7 +60,7 @@ func TestTable(t *testing.T) {
 			}
 		}
 	}
-	if role, ok := p.Grant([]string{"many3"}, "c.d"); !ok || role != "many3" {
+	if role, ok := p.Grant(authn.NewPrincipal(authn.Identity{Roles: []string{"many3"}}).Roles(), "c.d"); !ok || role != "many3" {
 		t.Errorf("Grant(c.d, [many3]) = %q, %v, want many3, true", role, ok)
 	}
 }

@@ -85,7 +85,7 @@ func (s *Service) ListCaptures(ctx context.Context, req *capturesv1.ListCaptures
 	if authz.Check(ctx, ReadAll) != nil {
 		p, _ := authn.FromContext(ctx)
 		if planter == "" {
-			planter = p.Subject
+			planter = p.Subject()
 		}
 		if err := mayRead(ctx, planter); err != nil {
 			return nil, err
@@ -118,7 +118,7 @@ func (s *Service) ListCaptures(ctx context.Context, req *capturesv1.ListCaptures
 // mayRead allows reading a planter's captures to that planter and to
 // callers with ReadAll.
 func mayRead(ctx context.Context, planterID string) error {
-	if p, ok := authn.FromContext(ctx); ok && p.Subject == planterID {
+	if p, ok := authn.FromContext(ctx); ok && p.Subject() == planterID {
 		return nil
 	}
 	return authz.Check(ctx, ReadAll)

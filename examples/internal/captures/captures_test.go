@@ -34,7 +34,7 @@ func as(subject string) context.Context {
 	if err != nil {
 		panic(err)
 	}
-	ctx := authn.NewContext(context.Background(), &authn.Principal{Subject: subject, Roles: []string{"planter"}})
+	ctx := authn.NewContext(context.Background(), authn.NewPrincipal(authn.Identity{Subject: subject, Roles: []string{"planter"}}))
 	return authz.NewContext(ctx, a)
 }
 
