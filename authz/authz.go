@@ -72,7 +72,8 @@ type method struct {
 //
 // A method's rule is its loam.options.v1.access option, read from its
 // descriptor in protoregistry.GlobalFiles, or else cfg.Rules by full method
-// name. Methods of grpc.health.v1.Health, grpc.reflection.v1.ServerReflection
+// name, or else cfg.Rules by the service's pattern "/pkg.Service/*" (which
+// fills only the methods that have no rule of their own). Methods of grpc.health.v1.Health, grpc.reflection.v1.ServerReflection
 // and grpc.reflection.v1alpha.ServerReflection are exempt (always allowed)
 // unless cfg.Rules names them. Conditions are compiled and type-checked
 // against the method's request message and the principal.
@@ -135,6 +136,9 @@ func (a *Authorizer) compile(cfg Config, services map[string]grpc.ServiceInfo) e
 				continue
 			}
 			cr, inConfig := cfg.Rules[name]
+			if !inConfig && proto == nil {
+				cr, inConfig = cfg.Rules["/"+svc+"/*"]
+			}
 			switch {
 			case proto != nil && inConfig && cr != *proto:
 				bad(name, "config rule %q contradicts the proto rule %q", cr, *proto)
@@ -164,6 +168,12 @@ func (a *Authorizer) compile(cfg Config, services map[string]grpc.ServiceInfo) e
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(cfg.Rules)) {
+		if svc, ok := strings.CutSuffix(name, "/*"); ok {
+			if _, registered := services[strings.TrimPrefix(svc, "/")]; !registered {
+				bad("rules."+name, "no registered service has this name")
+			}
+			continue
+		}
 		if a.methods[name] == nil && !slices.Contains(missing, name) && !hasPrefix(errs, name+": ") {
 			bad("rules."+name, "no registered method has this name")
 		}
@@ -262,6 +272,27 @@ func (a *Authorizer) SetPolicy(roles map[string][]string) error {
 		a.log.Warn("authz policy warning", slog.String("warning", w))
 	}
 	return nil
+}
+
+// Methods returns the full names of every method New compiled a rule for,
+// exempt ones included, sorted: the methods the server serves.
+func (a *Authorizer) Methods() []string {
+	return slices.Sorted(maps.Keys(a.methods))
+}
+
+// PublicMethods returns the full names of the methods that admit callers
+// without credentials, sorted: those whose rule is public, and the exempt
+// health and reflection methods. Hand them to authn.WithPublicMethods, so
+// authentication and authorization agree on what is public.
+func (a *Authorizer) PublicMethods() []string {
+	var out []string
+	for name, m := range a.methods {
+		if m.exempt || m.rule.Public {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Warnings returns what the current role policy grants that no rule

@@ -27,7 +27,9 @@ type Config struct {
 	// grants nothing. SetPolicy replaces Roles at run time.
 	Roles map[string][]string `koanf:"roles"`
 	// Rules gives the access rule of methods whose .proto the team does
-	// not own, keyed by full method name ("/pkg.Service/Method"). A rule
+	// not own, keyed by full method name ("/pkg.Service/Method"), or by
+	// "/pkg.Service/*" for every method of a service that has no rule of
+	// its own (neither in its .proto nor by its full name here). A rule
 	// here for a method whose descriptor declares a different rule is a
 	// start-up error; the same rule is harmless. Rules may also name the
 	// otherwise exempt gRPC health and reflection methods, to restrict
@@ -119,7 +121,7 @@ func (c Config) Validate() error {
 	}
 	for _, m := range slices.Sorted(maps.Keys(c.Rules)) {
 		if !validMethodName(m) {
-			bad("rules."+m, "is not a full method name of the form /pkg.Service/Method")
+			bad("rules."+m, "is not a full method name of the form /pkg.Service/Method or /pkg.Service/*")
 		}
 		if p := c.Rules[m].problem(); p != "" {
 			bad("rules."+m, "%s", p)
@@ -148,7 +150,8 @@ func policyOf(roles map[string][]string) (*policy.Policy, error) {
 
 func validMethodName(m string) bool {
 	svc, method, ok := strings.Cut(strings.TrimPrefix(m, "/"), "/")
-	return strings.HasPrefix(m, "/") && ok && svc != "" && method != "" && !strings.Contains(method, "/")
+	return strings.HasPrefix(m, "/") && ok && svc != "" && method != "" && !strings.Contains(method, "/") &&
+		(method == "*" || !strings.Contains(method, "*"))
 }
 
 // logLevel parses Config.DecisionLogLevel ("" reads as info).

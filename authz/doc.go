@@ -9,8 +9,12 @@
 // *authn.Principal in the context:
 //
 //	az, err := authz.New(cfg.Authz, srv.GetServiceInfo())
-//	// chain: authn's interceptors, then az.UnaryInterceptor and
-//	// az.StreamInterceptor (service.WithAuthorization)
+//	an, err := authn.New(cfg.Authn, authn.WithPublicMethods(az.PublicMethods()...))
+//	// chain: an's interceptors, then az's
+//
+// The service package does exactly this, once, when the server first
+// checks its contracts, and hands the same table (Methods, PublicMethods)
+// to telemetry.
 //
 // # Rules
 //
@@ -24,7 +28,8 @@
 //
 // Methods whose .proto the team does not own, or that have no descriptor
 // (a hand-written grpc.ServiceDesc), take their rule from Config.Rules by
-// full method name, in the same shape. A Config.Rules entry that differs
+// full method name, in the same shape, or by "/pkg.Service/*" for every
+// method of a service that has no rule of its own. A Config.Rules entry that differs
 // from the method's proto rule, or names no served method, is a start-up
 // error: configuration never silently overrides a contract. The methods of
 // grpc.health.v1.Health, grpc.reflection.v1.ServerReflection and
@@ -35,7 +40,7 @@
 //
 // # Role policy
 //
-// Config.Roles maps the role names of authn.Principal.Roles to
+// Config.Roles maps the role names of authn.Principal's Roles to
 // permissions: exact names, wildcards over a prefix ("captures.*" grants
 // "captures.create" and "captures.images.delete"), or "*" for everything.
 // Roles the policy does not name grant nothing. With Config.ScopesGrant, an

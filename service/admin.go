@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -54,8 +55,11 @@ func (a *admin) serve(ln net.Listener) error { return a.srv.Serve(ln) }
 
 func (a *admin) shutdown(ctx context.Context) error { return a.srv.Shutdown(ctx) }
 
-// readyz answers 200 when the server is serving and every check passes,
-// 503 otherwise, with a JSON body naming each check's result.
+// readyz answers 200 when the server is serving and every check passes or
+// reports itself only degraded, 503 otherwise, with a JSON body naming each
+// check's result. A check's error is degraded when it has a method
+// Degraded() bool that returns true, as the authn and cache checks do when
+// their dependency is down but the service still serves.
 func (a *admin) readyz(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
 	names := make([]string, 0, len(a.checks))
@@ -85,21 +89,28 @@ func (a *admin) readyz(w http.ResponseWriter, r *http.Request) {
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(r.Context(), readinessTimeout)
 			defer cancel()
-			msg := "ok"
+			msg, state := "ok", "ready"
 			if err := check(ctx); err != nil {
-				msg = err.Error()
+				msg, state = err.Error(), "not ready"
+				var d interface{ Degraded() bool }
+				if errors.As(err, &d) && d.Degraded() {
+					msg, state = "degraded: "+msg, "degraded"
+				}
 			}
 			mu.Lock()
 			res.Checks[names[i]] = msg
-			if msg != "ok" && res.Status == "ready" {
-				res.Status = "not ready"
+			switch {
+			case state == "not ready" && res.Status != "draining":
+				res.Status = state
+			case state == "degraded" && res.Status == "ready":
+				res.Status = state
 			}
 			mu.Unlock()
 		}()
 	}
 	wg.Wait()
 	w.Header().Set("Content-Type", "application/json")
-	if res.Status != "ready" {
+	if res.Status != "ready" && res.Status != "degraded" {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}
 	json.NewEncoder(w).Encode(res)

@@ -2,41 +2,192 @@ package service
 
 import (
 	"context"
-	"sync/atomic"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
-	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/loamhq/loam/authn"
 	"github.com/loamhq/loam/authz"
+	"github.com/loamhq/loam/proto/loam/options"
+	"github.com/loamhq/loam/telemetry"
 )
-
-// exemptMethods are served without authentication or authorization:
-// health checks, which load balancers and orchestrators make without
-// credentials, and reflection, which is off in production.
-var exemptMethods = []string{
-	healthpb.Health_Check_FullMethodName,
-	healthpb.Health_Watch_FullMethodName,
-	healthpb.Health_List_FullMethodName,
-	reflectionpb.ServerReflection_ServerReflectionInfo_FullMethodName,
-	reflectionv1alpha.ServerReflection_ServerReflectionInfo_FullMethodName,
-}
 
 // authnConfigured reports whether the authn section asks for
 // authentication: a trusted issuer or client certificates.
 func authnConfigured(c authn.Config) bool { return len(c.Issuers) > 0 || c.MTLS }
 
-// newAuthenticator builds the authentication slot from the authn section.
-func (s *Server) newAuthenticator() (*authn.Authenticator, error) {
-	return authn.New(s.cfg.Authn,
-		authn.WithLogger(s.log),
-		authn.WithMeterProvider(s.tel.MeterProvider()),
-		authn.WithPublicMethods(exemptMethods...))
+// prepare compiles the access table of the registered services and builds
+// the gRPC server on it. It runs once, under s.mu.
+func (s *Server) prepare() error {
+	regs := slices.Clone(s.registered)
+	regs = append(regs, registration{&healthpb.Health_ServiceDesc, s.health})
+	if s.cfg.Service.reflection() {
+		// Reflection answers from the server it is registered on, which
+		// exists only below; the descriptors are all the table needs.
+		regs = append(regs,
+			registration{&reflectionpb.ServerReflection_ServiceDesc, nil},
+			registration{&reflectionv1alpha.ServerReflection_ServiceDesc, nil})
+	}
+	infos := make(map[string]grpc.ServiceInfo, len(regs))
+	for _, r := range regs {
+		infos[r.desc.ServiceName] = serviceInfo(r.desc)
+	}
+	var errs []error
+	if err := checkContracts(infos); err != nil {
+		errs = append(errs, err)
+	}
+	az, err := authz.New(s.cfg.Authz, infos, authz.WithLogger(s.log), authz.WithMeterProvider(s.tel.MeterProvider()))
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	public := az.PublicMethods()
+	if !s.authenticates() && !s.cfg.Service.AllowUnauthenticated {
+		if closed := slices.DeleteFunc(az.Methods(), func(m string) bool { return slices.Contains(public, m) }); len(closed) > 0 {
+			return fmt.Errorf("no authentication is configured, yet these methods need a principal: %s: set authn.issuers or authn.mtls (or, in development, service.allow_unauthenticated: true)",
+				strings.Join(closed, ", "))
+		}
+	}
+
+	var authnSlot, authzSlot Interceptor
+	switch {
+	case s.cfg.Service.AllowUnauthenticated:
+		s.log.Warn("service.allow_unauthenticated: every method is open to every caller, and no access rule is enforced")
+	default:
+		authnSlot, authzSlot = s.o.authn, s.o.authz
+		if authnSlot == nil && authnConfigured(s.cfg.Authn) {
+			a, err := authn.New(s.cfg.Authn,
+				authn.WithLogger(s.log),
+				authn.WithMeterProvider(s.tel.MeterProvider()),
+				authn.WithPublicMethods(public...))
+			if err != nil {
+				return err
+			}
+			s.authn, authnSlot = a, a
+			if s.admin != nil && len(s.cfg.Authn.Issuers) > 0 {
+				s.admin.addCheck("authn", a.Check)
+			}
+		}
+		if authzSlot == nil {
+			authzSlot = az
+		}
+	}
+	s.authz = az
+
+	hopts := []telemetry.HandlerOption{telemetry.Methods(az.Methods()...)}
+	if !s.cfg.Service.PublicEndpoint {
+		set := make(map[string]bool, len(public))
+		for _, m := range public {
+			set[m] = true
+		}
+		hopts = append(hopts, telemetry.PublicEndpoint(func(m string) bool { return set[m] }))
+	} else {
+		hopts = append(hopts, telemetry.PublicEndpoint(nil))
+	}
+	var gopts []grpc.ServerOption
+	var tel Interceptor
+	if s.tel.Recording() {
+		gopts = append(gopts, grpc.StatsHandler(s.tel.ServerHandler(hopts...)))
+	} else {
+		tel = InterceptorFuncs(s.tel.ServerPassThrough(hopts...))
+	}
+	unary, stream := chain(s.log, tel, authnSlot, authzSlot, s.o.app, s.faults)
+	lim := s.cfg.Service.Limits
+	gopts = append(gopts,
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
+		grpc.MaxRecvMsgSize(lim.MaxRecvMsgBytes),
+		grpc.MaxSendMsgSize(lim.MaxSendMsgBytes),
+		grpc.MaxConcurrentStreams(lim.MaxConcurrentStreams),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             lim.KeepaliveMinTime,
+			PermitWithoutStream: lim.KeepalivePermitWithoutStream,
+		}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			MaxConnectionAge:  lim.MaxConnectionAge,
+			MaxConnectionIdle: lim.MaxConnectionIdle,
+		}),
+	)
+	if s.creds != nil {
+		gopts = append(gopts, grpc.Creds(s.creds))
+	}
+	g := grpc.NewServer(append(gopts, s.o.grpcOpts...)...)
+	for _, r := range regs {
+		if r.desc.ServiceName == reflectionpb.ServerReflection_ServiceDesc.ServiceName {
+			reflection.Register(g) // both versions
+			continue
+		}
+		if r.desc.ServiceName != reflectionv1alpha.ServerReflection_ServiceDesc.ServiceName {
+			g.RegisterService(r.desc, r.impl)
+		}
+	}
+	s.grpc = g
+	return nil
+}
+
+// serviceInfo is what (*grpc.Server).GetServiceInfo reports for desc.
+func serviceInfo(desc *grpc.ServiceDesc) grpc.ServiceInfo {
+	info := grpc.ServiceInfo{Metadata: desc.Metadata}
+	for _, m := range desc.Methods {
+		info.Methods = append(info.Methods, grpc.MethodInfo{Name: m.MethodName})
+	}
+	for _, st := range desc.Streams {
+		info.Methods = append(info.Methods, grpc.MethodInfo{Name: st.StreamName, IsClientStream: st.ClientStreams, IsServerStream: st.ServerStreams})
+	}
+	return info
+}
+
+// checkContracts checks the service and event options of the files that
+// declare the registered services; access rules are authz's to check.
+func checkContracts(infos map[string]grpc.ServiceInfo) error {
+	var errs []error
+	seen := map[string]bool{}
+	for _, name := range slices.Sorted(maps.Keys(infos)) {
+		d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(name))
+		if err != nil {
+			continue // a hand-written ServiceDesc; its rules come from config
+		}
+		sd, ok := d.(protoreflect.ServiceDescriptor)
+		if !ok {
+			continue
+		}
+		if _, err := options.Service(sd); err != nil && !errors.Is(err, options.ErrNotDeclared) {
+			errs = append(errs, err)
+		}
+		f := sd.ParentFile()
+		if seen[f.Path()] {
+			continue
+		}
+		seen[f.Path()] = true
+		errs = append(errs, checkEvents(f.Messages())...)
+	}
+	return errors.Join(errs...)
+}
+
+func checkEvents(msgs protoreflect.MessageDescriptors) []error {
+	var errs []error
+	for i := range msgs.Len() {
+		m := msgs.Get(i)
+		if _, err := options.Event(m); err != nil && !errors.Is(err, options.ErrNotDeclared) {
+			errs = append(errs, err)
+		}
+		errs = append(errs, checkEvents(m.Messages())...)
+	}
+	return errs
 }
 
 // warmUp fetches the issuers' discovery documents and keys in the
@@ -51,56 +202,12 @@ func (s *Server) warmUp(ctx context.Context, a *authn.Authenticator) {
 	}
 }
 
-// authzConfigured reports whether the server authorizes calls: whenever it
-// authenticates them, or the authz section names roles or rules.
-func authzConfigured(c Config) bool {
-	return authnConfigured(c.Authn) || len(c.Authz.Roles) > 0 || len(c.Authz.Rules) > 0
-}
-
-// lazyAuthorizer fills the authorization slot before the server's services
-// are known. Serve builds the Authorizer from the registered services, and
-// refuses to start when a method has no rule, before the first call.
-type lazyAuthorizer struct {
-	a atomic.Pointer[authz.Authorizer]
-}
-
-var errNotServing = status.Error(codes.Unavailable, "not serving yet")
-
-func (l *lazyAuthorizer) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	a := l.a.Load()
-	if a == nil {
-		return nil, errNotServing
-	}
-	return a.UnaryInterceptor(ctx, req, info, handler)
-}
-
-func (l *lazyAuthorizer) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	a := l.a.Load()
-	if a == nil {
-		return errNotServing
-	}
-	return a.StreamInterceptor(srv, ss, info, handler)
-}
-
-// buildAuthorizer compiles the rules of every registered method. The
-// authorizer logs its own policy warnings.
-func (s *Server) buildAuthorizer() error {
-	a, err := authz.New(s.cfg.Authz, s.grpc.GetServiceInfo(),
-		authz.WithLogger(s.log), authz.WithMeterProvider(s.tel.MeterProvider()))
-	if err != nil {
-		return err
-	}
-	s.authz.a.Store(a)
-	return nil
-}
-
-// Authorizer returns the server's authorizer once Serve has built it from
-// the authz section and the registered services, or nil. Use it to
-// replace the role policy at run time (SetPolicy), for example from
-// config.Watch.
+// Authorizer returns the server's authorizer once Check, Listen or Serve
+// has built it from the authz section and the registered services, or nil.
+// Use it to replace the role policy at run time (SetPolicy), for example
+// from config.Watch, and to explain decisions in tests (Explain).
 func (s *Server) Authorizer() *authz.Authorizer {
-	if s.authz == nil {
-		return nil
-	}
-	return s.authz.a.Load()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.authz
 }

@@ -2,7 +2,6 @@ package service_test
 
 import (
 	"context"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -46,17 +45,23 @@ service {
   }
 }`
 
-var registerEcho = sync.OnceValue(func() error {
-	fdp := new(descriptorpb.FileDescriptorProto)
-	if err := prototext.Unmarshal([]byte(echoProto), fdp); err != nil {
-		return err
-	}
-	fd, err := protodesc.NewFile(fdp, protoregistry.GlobalFiles)
-	if err != nil {
-		return err
-	}
-	return protoregistry.GlobalFiles.RegisterFile(fd)
-})
+var registerEcho = registerProto(echoProto)
+
+// registerProto returns a function that registers the file descriptor in
+// text format once in protoregistry.GlobalFiles, as generated code would.
+func registerProto(text string) func() error {
+	return sync.OnceValue(func() error {
+		fdp := new(descriptorpb.FileDescriptorProto)
+		if err := prototext.Unmarshal([]byte(text), fdp); err != nil {
+			return err
+		}
+		fd, err := protodesc.NewFile(fdp, protoregistry.GlobalFiles)
+		if err != nil {
+			return err
+		}
+		return protoregistry.GlobalFiles.RegisterFile(fd)
+	})
+}
 
 // echoDesc serves loam.e2e.v1.Echo: both methods answer with the caller's
 // subject, or "anonymous".
@@ -75,7 +80,7 @@ func echoMethod(name string) grpc.MethodDesc {
 		}
 		handle := func(ctx context.Context, _ any) (any, error) {
 			if p, ok := authn.FromContext(ctx); ok {
-				return wrapperspb.String(p.Subject), nil
+				return wrapperspb.String(p.Subject()), nil
 			}
 			return wrapperspb.String("anonymous"), nil
 		}
@@ -173,9 +178,9 @@ func TestAuthenticationEndToEnd(t *testing.T) {
 	})
 }
 
-// TestAuthorizationRefusesUnannotatedMethods checks that a server that
-// authorizes calls does not start while a method has no rule, and names
-// every such method.
+// TestAuthorizationRefusesUnannotatedMethods checks that a server does not
+// start while a method has no rule, and that Check, which a service's own
+// test calls, names every such method before anything listens.
 func TestAuthorizationRefusesUnannotatedMethods(t *testing.T) {
 	cfg := testConfig()
 	cfg.Authz = authz.Config{Roles: map[string][]string{"reader": {"stubs.read"}}}
@@ -184,23 +189,23 @@ func TestAuthorizationRefusesUnannotatedMethods(t *testing.T) {
 		t.Fatal(err)
 	}
 	(&stubserver.Stub{}).Register(srv)
-	err = srv.Serve(t.Context())
-	if err == nil {
-		t.Fatal("Serve() with unannotated methods = nil, want a refusal")
+	checkErr := srv.Check()
+	if checkErr == nil {
+		t.Fatal("Check() with unannotated methods = nil, want a refusal")
 	}
 	for _, m := range []string{stubserver.UnaryMethod, stubserver.StreamMethod} {
-		if !strings.Contains(err.Error(), m) {
-			t.Errorf("Serve() = %v, want it to name %s", err, m)
+		if !strings.Contains(checkErr.Error(), m) {
+			t.Errorf("Check() = %v, want it to name %s", checkErr, m)
 		}
 	}
-	if srv.Authorizer() != nil {
-		t.Error("Authorizer() after a refused start != nil")
+	if err := srv.Listen(); err == nil || err.Error() != checkErr.Error() {
+		t.Errorf("Listen() = %v, want Check's error", err)
 	}
-	for _, addr := range []net.Addr{srv.Addr(), srv.AdminAddr()} {
-		if conn, err := net.Dial("tcp", addr.String()); err == nil {
-			conn.Close()
-			t.Errorf("%s still accepts connections after a refused start", addr)
-		}
+	if err := srv.Serve(t.Context()); err == nil || err.Error() != checkErr.Error() {
+		t.Errorf("Serve() = %v, want Check's error", err)
+	}
+	if srv.Addr() != nil || srv.AdminAddr() != nil {
+		t.Errorf("a refused server listens on %v and %v", srv.Addr(), srv.AdminAddr())
 	}
 }
 
@@ -213,12 +218,14 @@ func TestAuthorizationPolicy(t *testing.T) {
 		Rules: map[string]authz.Rule{stubserver.UnaryMethod: {Permission: "stubs.read"}, stubserver.StreamMethod: {Public: true}},
 	}
 	// Authentication comes from a test interceptor that trusts a header.
-	trustHeader := service.Interceptors{Unary: func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	trustHeader := service.InterceptorFuncs(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		if roles := metadata.ValueFromIncomingContext(ctx, "x-roles"); len(roles) > 0 {
-			ctx = authn.NewContext(ctx, &authn.Principal{Subject: "tester", Roles: roles})
+			ctx = authn.NewContext(ctx, authn.NewPrincipal(authn.Identity{Subject: "tester", Roles: roles}))
 		}
 		return h(ctx, req)
-	}}
+	}, func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		return status.Error(codes.Unauthenticated, "this test authenticates unary calls only")
+	})
 	r := start(t, cfg, &stubserver.Stub{Unary: echo}, service.WithAuthentication(trustHeader))
 	call := func(role string) codes.Code {
 		ctx := t.Context()

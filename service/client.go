@@ -42,7 +42,7 @@ func WithClientSettings(s ClientSettings) DialOption {
 }
 
 // WithClientTelemetry makes the connection report through t; the default is
-// the OpenTelemetry globals.
+// the OpenTelemetry globals (Server.Dial defaults to the server's own).
 func WithClientTelemetry(t *telemetry.Telemetry) DialOption {
 	return dialOptionFunc(func(o *dialOptions) { o.tel = t })
 }
@@ -215,4 +215,13 @@ func serviceConfig(s ClientSettings, extra []string) (string, error) {
 // an "s" suffix.
 func seconds(d time.Duration) string {
 	return fmt.Sprintf("%gs", d.Seconds())
+}
+
+// Dial is the package's Dial with the server's telemetry and its
+// service.client settings as defaults (opts may override them), so the
+// calls a handler makes continue the trace of the call it serves through
+// this server's own propagator, with no OpenTelemetry globals installed.
+func (s *Server) Dial(ctx context.Context, target string, opts ...DialOption) (*grpc.ClientConn, error) {
+	defaults := []DialOption{WithClientTelemetry(s.tel), WithClientSettings(s.cfg.Service.Client)}
+	return Dial(ctx, target, append(defaults, opts...)...)
 }

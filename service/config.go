@@ -62,6 +62,17 @@ type Settings struct {
 	Reflection *bool `koanf:"reflection"`
 	// Pprof serves /debug/pprof on the admin server.
 	Pprof bool `koanf:"pprof"`
+	// AllowUnauthenticated serves without authentication when the authn
+	// section names no issuer and no mtls: every caller is anonymous and
+	// no access rule is enforced, so every method is open. It is for local
+	// development only: refused in production and next to an authn
+	// section. Without it, a server with no authentication refuses to
+	// start while any method needs a principal.
+	AllowUnauthenticated bool `koanf:"allow_unauthenticated"`
+	// TLS serves gRPC over TLS, and verifies client certificates for
+	// authn.mtls. Empty serves plaintext, for a mesh that encrypts between
+	// sidecars or for loopback.
+	TLS TLS `koanf:"tls"`
 	// PublicEndpoint says the service faces callers outside the trust
 	// boundary: their trace context is linked, never trusted as parent.
 	// Methods whose access rule is public are treated so either way.
@@ -80,6 +91,30 @@ type Settings struct {
 	// Client holds the defaults of connections made with Dial.
 	Client ClientSettings `koanf:"client"`
 }
+
+// TLS is the `service.tls` section: the server's certificate and the
+// authorities whose client certificates it accepts. The files are read at
+// start-up, where a missing or bad file is an error, and read again when
+// they change (as a rotated Kubernetes secret does), without a restart;
+// a bad new file is logged and the last good one stays in use.
+type TLS struct {
+	// CertFile is the PEM certificate chain of the server. Required with
+	// KeyFile.
+	CertFile string `koanf:"cert_file"`
+	// KeyFile is the PEM private key of CertFile.
+	KeyFile string `koanf:"key_file"`
+	// ClientCAFile holds the PEM certificates of the authorities that sign
+	// client certificates. With it, a client certificate is verified when
+	// the client presents one; authn.mtls requires it.
+	ClientCAFile string `koanf:"client_ca_file"`
+	// RequireClientCert refuses, in the handshake, clients without a
+	// certificate that ClientCAFile verifies. Without it, such clients
+	// may still authenticate with a bearer token.
+	RequireClientCert bool `koanf:"require_client_cert"`
+}
+
+// enabled reports whether the section asks for TLS.
+func (t TLS) enabled() bool { return t.CertFile != "" || t.KeyFile != "" }
 
 // Limits bounds what one client can ask of the server.
 type Limits struct {
@@ -183,6 +218,7 @@ func (c Config) Validate() error {
 	if cl := s.Client.withDefaults(); cl.RetryMaxBackoff < cl.RetryInitialBackoff {
 		errs = append(errs, fmt.Errorf("service.client.retry_max_backoff: %v is below retry_initial_backoff %v", cl.RetryMaxBackoff, cl.RetryInitialBackoff))
 	}
+	errs = append(errs, c.authProblems()...)
 	if err := c.Telemetry.Validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -195,6 +231,37 @@ func (c Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// authProblems reports the rules that keep a server from starting open:
+// production authenticates callers, allow_unauthenticated is a development
+// switch, and client certificates need TLS with a client authority.
+func (c Config) authProblems() []error {
+	var errs []error
+	s := c.Service
+	authn := authnConfigured(c.Authn)
+	if s.environment() == Production && !authn {
+		errs = append(errs, errors.New("authn: production requires authentication: set authn.issuers or authn.mtls"))
+	}
+	if s.AllowUnauthenticated {
+		switch {
+		case s.environment() == Production:
+			errs = append(errs, errors.New("service.allow_unauthenticated: refused in production, where every call must be authenticated"))
+		case authn:
+			errs = append(errs, errors.New("service.allow_unauthenticated: contradicts the authn section, which asks for authentication; remove one"))
+		}
+	}
+	t := s.TLS
+	if t.enabled() && (t.CertFile == "" || t.KeyFile == "") {
+		errs = append(errs, errors.New("service.tls: set both cert_file and key_file"))
+	}
+	if (t.ClientCAFile != "" || t.RequireClientCert) && !t.enabled() {
+		errs = append(errs, errors.New("service.tls: client_ca_file and require_client_cert need cert_file and key_file"))
+	}
+	if t.RequireClientCert && t.ClientCAFile == "" {
+		errs = append(errs, errors.New("service.tls.require_client_cert: needs client_ca_file to verify the certificates"))
+	}
+	return errs
 }
 
 // withDefaults returns s with zero fields that document a default set to it,

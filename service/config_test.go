@@ -47,6 +47,10 @@ storage:
 service:
   environment: production
   shutdown_timeout: 30s
+authn:
+  issuers:
+    - url: https://id.example.com/realms/trees
+      audiences: [captures]
 `,
 	})
 	cfg, err := config.Load[appConfig](t.Context(), config.WithDir(dir), config.WithEnvironment("production"))

@@ -8,17 +8,22 @@ import (
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/loamhq/loam/authz"
 	"github.com/loamhq/loam/internal/stubserver"
 	"github.com/loamhq/loam/service"
 )
 
 func Example() {
 	// In a service, cfg comes from config.Load of the service's files.
-	cfg := service.Config{Service: service.Settings{
-		Name:        "trees",
-		Environment: "development",
-		ListenAddr:  "127.0.0.1:0",
-	}}
+	cfg := service.Config{
+		Service: service.Settings{
+			Name:        "trees",
+			Environment: "development",
+			ListenAddr:  "127.0.0.1:0",
+		},
+		// A service without a .proto takes its access rules from config.
+		Authz: authz.Config{Rules: map[string]authz.Rule{"/" + stubserver.Service + "/*": {Public: true}}},
+	}
 	ctx, stop := context.WithCancel(context.Background())
 	srv, err := service.New(ctx, cfg, service.WithoutSignals())
 	if err != nil {

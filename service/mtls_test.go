@@ -83,12 +83,12 @@ func TestMTLSEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	ca := newCA(t)
-	serverTLS := credentials.NewTLS(&tls.Config{
+	serverTLS := &tls.Config{
 		Certificates: []tls.Certificate{ca.issue(t, true, "")},
 		ClientCAs:    ca.pool,
 		ClientAuth:   tls.VerifyClientCertIfGiven,
 		MinVersion:   tls.VersionTLS13,
-	})
+	}
 	cfg := testConfig()
 	cfg.Authn = authn.Config{MTLS: true}
 	cfg.Authz = authz.Config{Rules: map[string]authz.Rule{
@@ -96,7 +96,7 @@ func TestMTLSEndToEnd(t *testing.T) {
 		stubserver.StreamMethod: {Authenticated: true},
 	}}
 	tel := quietTelemetry(t)
-	srv, err := service.New(t.Context(), cfg, service.WithTelemetry(tel), service.WithoutSignals(), service.WithGRPCOptions(grpc.Creds(serverTLS)))
+	srv, err := service.New(t.Context(), cfg, service.WithTelemetry(tel), service.WithoutSignals(), service.WithTLSConfig(serverTLS))
 	if err != nil {
 		t.Fatal(err)
 	}

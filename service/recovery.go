@@ -22,17 +22,15 @@ const (
 )
 
 // chain returns the server's interceptors in the order Server documents;
-// tel fills the telemetry slot when telemetry records nothing and needs no
-// stats handler.
-func chain(log *slog.Logger, tel Interceptors, o serverOptions, f *faults) ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
+// a nil slot is left out. tel fills the telemetry slot when telemetry
+// records nothing and needs no stats handler.
+func chain(log *slog.Logger, tel, authn, authz Interceptor, app []Interceptor, f *faults) ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
 	unary := []grpc.UnaryServerInterceptor{recoverUnary(log)}
 	stream := []grpc.StreamServerInterceptor{recoverStream(log)}
-	for _, slot := range append([]Interceptors{tel, o.authn, o.authz}, o.app...) {
-		if slot.Unary != nil {
-			unary = append(unary, slot.Unary)
-		}
-		if slot.Stream != nil {
-			stream = append(stream, slot.Stream)
+	for _, slot := range append([]Interceptor{tel, authn, authz}, app...) {
+		if slot != nil {
+			unary = append(unary, slot.UnaryInterceptor)
+			stream = append(stream, slot.StreamInterceptor)
 		}
 	}
 	if f != nil {
@@ -81,15 +79,18 @@ func panicked(ctx context.Context, log *slog.Logger, method string, r any) error
 	return status.Error(codes.Internal, panicMessage)
 }
 
-// sanitize lets gRPC status errors through, maps context errors to their
-// codes, and replaces any other error, whose text may hold internals, with
-// a generic Unknown after logging it.
+// sanitize lets through a gRPC status error that the handler returned as
+// it is, maps context errors to their codes, and replaces any other error,
+// whose text may hold internals, after logging it. An error that wraps a
+// status ("query %s: %w") is sent as that status alone: grpc-go would send
+// the whole err.Error(), wrapping text included, as the message. Anything
+// else is a generic Unknown.
 func sanitize(ctx context.Context, log *slog.Logger, method string, err error) error {
 	if err == nil {
 		return nil
 	}
-	if _, ok := status.FromError(err); ok {
-		return err
+	if _, ok := err.(interface{ GRPCStatus() *status.Status }); ok {
+		return err // a status made on purpose, not wrapped
 	}
 	switch {
 	case errors.Is(err, context.Canceled):
@@ -97,9 +98,15 @@ func sanitize(ctx context.Context, log *slog.Logger, method string, err error) e
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, context.DeadlineExceeded.Error())
 	}
-	log.ErrorContext(ctx, "handler returned a non-status error", "rpc.method", method, "error", err)
+	out := status.Error(codes.Unknown, unknownMessage)
+	var wrapped interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &wrapped) {
+		out = wrapped.GRPCStatus().Err()
+	}
+	log.ErrorContext(ctx, "handler returned an error that is not a status", "rpc.method", method, "error", err,
+		"sent", status.Code(out).String())
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
 		span.RecordError(err)
 	}
-	return status.Error(codes.Unknown, unknownMessage)
+	return out
 }

@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,21 +15,57 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/reflection"
 
 	"github.com/loamhq/loam/authn"
-	"github.com/loamhq/loam/proto/loam/options"
+	"github.com/loamhq/loam/authz"
 	"github.com/loamhq/loam/telemetry"
 )
 
-// Interceptors fills one slot of the server's interceptor chain. Either
-// field may be nil.
-type Interceptors struct {
-	Unary  grpc.UnaryServerInterceptor
-	Stream grpc.StreamServerInterceptor
+// Interceptor is one slot of the server's interceptor chain: the unary and
+// the stream interceptor of one concern, such as authentication. A slot
+// always installs both, so no concern can guard unary calls and leave
+// streams open. *authn.Authenticator and *authz.Authorizer are
+// Interceptors; InterceptorFuncs makes one of two functions.
+type Interceptor interface {
+	UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error)
+	StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error
+}
+
+// InterceptorFuncs makes an Interceptor of a unary and a stream
+// interceptor. Both are required: New refuses a slot with either missing.
+func InterceptorFuncs(unary grpc.UnaryServerInterceptor, stream grpc.StreamServerInterceptor) Interceptor {
+	return interceptorFuncs{unary, stream}
+}
+
+type interceptorFuncs struct {
+	unary  grpc.UnaryServerInterceptor
+	stream grpc.StreamServerInterceptor
+}
+
+func (f interceptorFuncs) UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	return f.unary(ctx, req, info, handler)
+}
+
+func (f interceptorFuncs) StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	return f.stream(srv, ss, info, handler)
+}
+
+// checkSlot reports a slot that would leave calls unchecked.
+func checkSlot(name string, i Interceptor) error {
+	if i == nil {
+		return fmt.Errorf("service.%s: the interceptor is nil", name)
+	}
+	if f, ok := i.(interceptorFuncs); ok && (f.unary == nil || f.stream == nil) {
+		missing := "stream"
+		if f.unary == nil {
+			missing = "unary"
+		}
+		return fmt.Errorf("service.%s: the %s interceptor is nil, which would leave those calls unchecked", name, missing)
+	}
+	return nil
 }
 
 // Option configures New.
@@ -40,44 +77,53 @@ func (f optionFunc) apply(o *serverOptions) { f(o) }
 
 type serverOptions struct {
 	tel       *telemetry.Telemetry
-	authn     Interceptors
-	authz     Interceptors
-	app       []Interceptors
+	global    bool
+	authn     Interceptor
+	authz     Interceptor
+	given     [2]bool // WithAuthentication, WithAuthorization
+	app       []Interceptor
 	listener  net.Listener
 	adminLn   net.Listener
 	grpcOpts  []grpc.ServerOption
+	tls       *tls.Config
 	noSignals bool
 }
 
 // WithTelemetry makes the server report through t, which the caller owns
 // and shuts down. Without it, New builds telemetry from the `telemetry`
-// section, installs it as the OpenTelemetry globals, and shuts it down when
-// the server stops.
+// section, and shuts it down when the server stops.
 func WithTelemetry(t *telemetry.Telemetry) Option {
 	return optionFunc(func(o *serverOptions) { o.tel = t })
 }
 
+// WithGlobalTelemetry installs the server's telemetry as the OpenTelemetry
+// globals and its logger as slog's default, once New has succeeded, so
+// libraries that report through the globals join the service's pipeline.
+// Without it, New changes no process-wide state.
+func WithGlobalTelemetry() Option {
+	return optionFunc(func(o *serverOptions) { o.global = true })
+}
+
 // WithAuthentication fills the authentication slot of the chain, which runs
-// after recovery and before authorization. Without it, the slot holds an
-// authn.Authenticator built from the authn section when that section names
-// an issuer or turns on mtls, and stays empty otherwise.
-func WithAuthentication(i Interceptors) Option {
-	return optionFunc(func(o *serverOptions) { o.authn = i })
+// after recovery and before authorization, instead of the authn.Authenticator
+// that the authn section describes. Methods whose access rule is public (and
+// health checks) are admitted without credentials only if i admits them.
+func WithAuthentication(i Interceptor) Option {
+	return optionFunc(func(o *serverOptions) { o.authn, o.given[0] = i, true })
 }
 
 // WithAuthorization fills the authorization slot of the chain, which runs
-// after authentication and before the application's interceptors. Without
-// it, the slot holds an authz.Authorizer built by Serve from the authz
-// section and the registered services whenever authentication is
-// configured or the section names roles or rules: then every method needs
-// a rule, and Serve refuses to start, listing the methods without one.
-func WithAuthorization(i Interceptors) Option {
-	return optionFunc(func(o *serverOptions) { o.authz = i })
+// after authentication and before the application's interceptors, instead
+// of the authz.Authorizer built from the authz section. Every method still
+// needs an access rule: the server compiles them either way, to know which
+// methods are public.
+func WithAuthorization(i Interceptor) Option {
+	return optionFunc(func(o *serverOptions) { o.authz, o.given[1] = i, true })
 }
 
 // WithInterceptors appends the application's own interceptors, which run
 // last, just before the handler, in the order given.
-func WithInterceptors(i ...Interceptors) Option {
+func WithInterceptors(i ...Interceptor) Option {
 	return optionFunc(func(o *serverOptions) { o.app = append(o.app, i...) })
 }
 
@@ -93,8 +139,16 @@ func WithAdminListener(ln net.Listener) Option {
 	return optionFunc(func(o *serverOptions) { o.adminLn = ln })
 }
 
-// WithGRPCOptions adds grpc.ServerOptions, such as TLS credentials, after
-// Loam's own.
+// WithTLSConfig serves gRPC over TLS with c instead of the service.tls
+// section, for certificates that come from code, such as a SPIFFE workload
+// API source. For authn.mtls, c must verify client certificates.
+func WithTLSConfig(c *tls.Config) Option {
+	return optionFunc(func(o *serverOptions) { o.tls = c })
+}
+
+// WithGRPCOptions adds grpc.ServerOptions after Loam's own. Give TLS with
+// the service.tls section or WithTLSConfig, not grpc.Creds here: the server
+// checks that authn.mtls has TLS only through those.
 func WithGRPCOptions(opts ...grpc.ServerOption) Option {
 	return optionFunc(func(o *serverOptions) { o.grpcOpts = append(o.grpcOpts, opts...) })
 }
@@ -114,42 +168,71 @@ func WithoutSignals() Option {
 //
 //  1. recovery: a panic becomes codes.Internal with a generic message, the
 //     stack goes to the log and the span; an error that is not a gRPC
-//     status is logged and sent as codes.Unknown with a generic message;
+//     status made by the handler is logged and sent as codes.Unknown with
+//     a generic message;
 //  2. telemetry, as a stats handler around the whole chain: a span and the
 //     RPC duration metric per call (when telemetry records nothing, an
 //     interceptor that only passes incoming trace context on);
 //  3. limits, as server options: message sizes, concurrent streams,
 //     keepalive enforcement;
-//  4. authentication (WithAuthentication);
-//  5. authorization (WithAuthorization);
+//  4. authentication (the authn section, or WithAuthentication);
+//  5. authorization (the authz section and the methods' access rules, or
+//     WithAuthorization);
 //  6. the application's interceptors (WithInterceptors);
 //  7. fault injection, when service.faults.enabled;
 //  8. the handler.
 //
-// A Server is safe for concurrent use. Register services before Serve.
+// # Access table
+//
+// The access rules of every registered method (their proto option, else
+// authz.rules) are compiled once, when Check, Listen or Serve first runs,
+// and that one table tells authentication which methods admit callers
+// without credentials, authorization what to decide, and telemetry which
+// methods exist and which face the public. A method without a rule, a rule
+// that contradicts the proto, a CEL condition that does not type-check or
+// a broken service or event option stops the server there, with the
+// message.
+//
+// A Server is safe for concurrent use. Register services before Check,
+// Listen or Serve.
 type Server struct {
 	cfg    Config
 	o      serverOptions
-	grpc   *grpc.Server
-	health *health.Server
 	tel    *telemetry.Telemetry
 	ownTel bool
 	log    *slog.Logger
-	authn  *authn.Authenticator // nil unless built from the authn section
-	authz  *lazyAuthorizer      // nil unless built from the authz section
+	health *health.Server
+	faults *faults
+	creds  credentials.TransportCredentials // nil for plaintext
+	tlsRel *tlsReloader                     // nil unless from service.tls
 	admin  *admin
 
-	mu       sync.Mutex
-	serving  bool
-	draining bool
-	stopOnce sync.Once
-	stopped  chan struct{}
-	stopErr  error
+	mu         sync.Mutex
+	registered []registration
+	prepared   bool
+	prepareErr error
+	grpc       *grpc.Server         // built by prepare
+	authn      *authn.Authenticator // built by prepare from the authn section, or nil
+	authz      *authz.Authorizer    // built by prepare
+	serving    bool
+	draining   bool
+	stopOnce   sync.Once
+	stopped    chan struct{}
+	stopErr    error
+}
+
+type registration struct {
+	desc *grpc.ServiceDesc
+	impl any
 }
 
 // New builds a server from cfg. It fails, naming every problem, when cfg is
-// invalid, when fault injection is enabled in production without
-// allow_in_production, or when telemetry cannot be built.
+// invalid; when a slot is given half (see Interceptor); when fault
+// injection is enabled in production without allow_in_production; when
+// authn.mtls has no TLS to verify client certificates; when a service.tls
+// file cannot be read; or when telemetry cannot be built.
+//
+// New changes no process-wide state unless WithGlobalTelemetry asks it to.
 func New(ctx context.Context, cfg Config, opts ...Option) (_ *Server, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -159,9 +242,28 @@ func New(ctx context.Context, cfg Config, opts ...Option) (_ *Server, err error)
 	for _, opt := range opts {
 		opt.apply(&s.o)
 	}
+	var errs []error
+	for i, slot := range append([]Interceptor{s.o.authn, s.o.authz}, s.o.app...) {
+		if i < 2 && !s.o.given[i] {
+			continue
+		}
+		errs = append(errs, checkSlot(s.slotName(i), slot))
+	}
+	if cfg.Service.AllowUnauthenticated && s.o.authn != nil {
+		errs = append(errs, errors.New("service.allow_unauthenticated: contradicts WithAuthentication; remove one"))
+	}
+	if cfg.Authn.MTLS && s.o.tls == nil && cfg.Service.TLS.ClientCAFile == "" {
+		errs = append(errs, errors.New("authn.mtls: client certificates need TLS that verifies them: set service.tls with client_ca_file, or use service.WithTLSConfig"))
+	}
+	if s.faults, err = newFaults(cfg.Service.Faults, cfg.Service.environment()); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
 	s.tel = s.o.tel
 	if s.tel == nil {
-		tel, err := telemetry.Setup(ctx, cfg.Telemetry,
+		tel, err := telemetry.New(ctx, cfg.Telemetry,
 			telemetry.WithService(cfg.Service.Name, cfg.Service.Version, cfg.Service.environment()))
 		if err != nil {
 			return nil, err
@@ -174,80 +276,80 @@ func New(ctx context.Context, cfg Config, opts ...Option) (_ *Server, err error)
 		}()
 	}
 	s.log = s.tel.Logger()
-	if s.o.authn.Unary == nil && s.o.authn.Stream == nil && authnConfigured(cfg.Authn) {
-		a, err := s.newAuthenticator()
-		if err != nil {
+	switch {
+	case s.o.tls != nil:
+		s.creds = credentials.NewTLS(s.o.tls)
+	case cfg.Service.TLS.enabled():
+		if s.tlsRel, err = newTLSReloader(cfg.Service.TLS, s.log); err != nil {
 			return nil, err
 		}
-		s.authn = a
-		s.o.authn = Interceptors{Unary: a.UnaryInterceptor, Stream: a.StreamInterceptor}
+		s.creds = credentials.NewTLS(s.tlsRel.config())
 	}
-	if s.o.authz.Unary == nil && s.o.authz.Stream == nil {
-		if authzConfigured(cfg) {
-			s.authz = &lazyAuthorizer{}
-			s.o.authz = Interceptors{Unary: s.authz.unary, Stream: s.authz.stream}
-		} else {
-			s.log.Warn("no authentication or authorization configured: every method is open to every caller")
-		}
-	}
-
-	lim := cfg.Service.Limits
-	public := func(fullMethod string) bool {
-		if cfg.Service.PublicEndpoint {
-			return true
-		}
-		return methodIsPublic(fullMethod)
-	}
-	faults, err := newFaults(cfg.Service.Faults, cfg.Service.environment())
-	if err != nil {
-		return nil, err
-	}
-	var gopts []grpc.ServerOption
-	var passThrough Interceptors
-	if s.tel.Recording() {
-		gopts = append(gopts, grpc.StatsHandler(s.tel.ServerHandler(telemetry.PublicEndpoint(public))))
-	} else {
-		passThrough.Unary, passThrough.Stream = s.tel.ServerPassThrough()
-	}
-	unary, stream := chain(s.log, passThrough, s.o, faults)
-	gopts = append(gopts,
-		grpc.ChainUnaryInterceptor(unary...),
-		grpc.ChainStreamInterceptor(stream...),
-		grpc.MaxRecvMsgSize(lim.MaxRecvMsgBytes),
-		grpc.MaxSendMsgSize(lim.MaxSendMsgBytes),
-		grpc.MaxConcurrentStreams(lim.MaxConcurrentStreams),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
-			MinTime:             lim.KeepaliveMinTime,
-			PermitWithoutStream: lim.KeepalivePermitWithoutStream,
-		}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{
-			MaxConnectionAge:  lim.MaxConnectionAge,
-			MaxConnectionIdle: lim.MaxConnectionIdle,
-		}),
-	)
-	s.grpc = grpc.NewServer(append(gopts, s.o.grpcOpts...)...)
 	s.health = health.NewServer()
-	healthpb.RegisterHealthServer(s.grpc, s.health)
-	if cfg.Service.reflection() {
-		reflection.Register(s.grpc)
-	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	if cfg.Service.AdminAddr != "" || s.o.adminLn != nil {
 		s.admin = newAdmin(s, cfg.Service.Pprof)
 	}
+	if s.o.global {
+		s.tel.SetGlobal()
+	}
 	return s, nil
+}
+
+func (s *Server) slotName(i int) string {
+	switch i {
+	case 0:
+		return "WithAuthentication"
+	case 1:
+		return "WithAuthorization"
+	}
+	return "WithInterceptors"
+}
+
+// authenticates reports whether the chain has an authentication slot.
+func (s *Server) authenticates() bool {
+	return s.o.authn != nil || authnConfigured(s.cfg.Authn)
 }
 
 // RegisterService registers a service implementation, as the generated
 // RegisterXxxServer functions call it. It satisfies grpc.ServiceRegistrar.
-// Call it before Serve.
+// Call it before Check, Listen and Serve; a later call panics, as
+// grpc-go's does after Serve.
 func (s *Server) RegisterService(desc *grpc.ServiceDesc, impl any) {
-	s.grpc.RegisterService(desc, impl)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.prepared {
+		panic(fmt.Sprintf("service: RegisterService(%s) after Check, Listen or Serve", desc.ServiceName))
+	}
+	s.registered = append(s.registered, registration{desc, impl})
 }
 
-// GRPC returns the underlying *grpc.Server, for what this package does not
-// wrap. Do not call its Serve or Stop: use the Server's.
-func (s *Server) GRPC() *grpc.Server { return s.grpc }
+// Check compiles the access table of the registered services and builds
+// the interceptor chain on it, as Listen and Serve do first, and returns
+// every problem that would stop the server from starting: a method without
+// an access rule, a rule that contradicts its proto or names no method, a
+// condition that does not compile, a broken service or event option, or
+// methods that need a principal on a server that authenticates nobody.
+// Call it in a service's own tests. It runs once; later calls return the
+// first result.
+func (s *Server) Check() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.prepared {
+		s.prepared = true
+		s.prepareErr = s.prepare()
+	}
+	return s.prepareErr
+}
+
+// GRPC returns the underlying *grpc.Server once Check, Listen or Serve has
+// built it, else nil; for what this package does not wrap. Do not call its
+// Serve or Stop: use the Server's.
+func (s *Server) GRPC() *grpc.Server {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.grpc
+}
 
 // Telemetry returns the telemetry the server reports through.
 func (s *Server) Telemetry() *telemetry.Telemetry { return s.tel }
@@ -299,10 +401,13 @@ func (s *Server) AdminAddr() net.Addr {
 	return s.o.adminLn.Addr()
 }
 
-// Listen opens the gRPC and admin listeners now rather than in Serve, so
-// the caller learns the addresses (and a port conflict) before serving. It
-// is optional and idempotent.
+// Listen runs Check, then opens the gRPC and admin listeners now rather
+// than in Serve, so the caller learns a broken contract, the addresses and
+// a port conflict before serving. It is optional and idempotent.
 func (s *Server) Listen() error {
+	if err := s.Check(); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var lc net.ListenConfig
@@ -341,12 +446,6 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.serving = true
 	s.mu.Unlock()
-	if s.authz != nil {
-		if err := s.buildAuthorizer(); err != nil {
-			s.stopUnserved()
-			return err
-		}
-	}
 
 	if !s.o.noSignals {
 		var stop context.CancelFunc
@@ -412,23 +511,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 				t.Stop()
 			}
 		}
-		drained := make(chan struct{})
-		go func() {
-			s.grpc.GracefulStop()
-			close(drained)
-		}()
-		timer := time.NewTimer(s.cfg.Service.ShutdownTimeout)
-		defer timer.Stop()
-		select {
-		case <-drained:
-		case <-timer.C:
-			s.log.Warn("shutdown timeout: cancelling in-flight RPCs", "timeout", s.cfg.Service.ShutdownTimeout)
-			s.grpc.Stop()
-		case <-ctx.Done():
-			s.log.Warn("shutdown cut short: cancelling in-flight RPCs", "cause", context.Cause(ctx))
-			s.grpc.Stop()
+		if g := s.GRPC(); g != nil {
+			s.drain(ctx, g)
 		}
-		<-drained
 		var errs []error
 		if s.admin != nil {
 			if err := s.admin.shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -436,6 +521,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			}
 		}
 		s.closeListeners() // those of a server that never served
+		if s.tlsRel != nil {
+			s.tlsRel.close()
+		}
 		s.stopErr = errors.Join(errs...)
 		s.log.Info("stopped")
 		// Flushing telemetry comes last and only logs a failure: a collector
@@ -448,6 +536,28 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	})
 	<-s.stopped
 	return s.stopErr
+}
+
+// drain stops g gracefully, cancelling the RPCs still in flight when
+// service.shutdown_timeout runs out or ctx ends.
+func (s *Server) drain(ctx context.Context, g *grpc.Server) {
+	drained := make(chan struct{})
+	go func() {
+		g.GracefulStop()
+		close(drained)
+	}()
+	timer := time.NewTimer(s.cfg.Service.ShutdownTimeout)
+	defer timer.Stop()
+	select {
+	case <-drained:
+	case <-timer.C:
+		s.log.Warn("shutdown timeout: cancelling in-flight RPCs", "timeout", s.cfg.Service.ShutdownTimeout)
+		g.Stop()
+	case <-ctx.Done():
+		s.log.Warn("shutdown cut short: cancelling in-flight RPCs", "cause", context.Cause(ctx))
+		g.Stop()
+	}
+	<-drained
 }
 
 // stopUnserved releases what a server that failed to start holds: its
@@ -479,15 +589,4 @@ func addrString(ln net.Listener) string {
 		return ""
 	}
 	return ln.Addr().String()
-}
-
-// methodIsPublic reports whether the method's loam.options.v1.access rule
-// is public.
-func methodIsPublic(fullMethod string) bool {
-	md, ok := options.FindMethod(fullMethod)
-	if !ok {
-		return false
-	}
-	rule, err := options.Access(md)
-	return err == nil && rule.GetPublic()
 }

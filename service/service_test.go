@@ -26,6 +26,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/loamhq/loam/authn"
+	"github.com/loamhq/loam/authz"
 	"github.com/loamhq/loam/internal/stubserver"
 	"github.com/loamhq/loam/service"
 	"github.com/loamhq/loam/telemetry"
@@ -49,9 +51,10 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-// testConfig is a valid configuration on loopback.
+// testConfig is a valid configuration on loopback, whose stub service is
+// public.
 func testConfig() service.Config {
-	return service.Config{Service: service.Settings{
+	return service.Config{Authz: authz.Config{Rules: map[string]authz.Rule{"/" + stubserver.Service + "/*": {Public: true}}}, Service: service.Settings{
 		Name:            "stub",
 		Environment:     "test",
 		ListenAddr:      "127.0.0.1:0",
@@ -63,6 +66,15 @@ func testConfig() service.Config {
 		},
 		Client: service.ClientSettings{Timeout: 10 * time.Second, RetryMaxAttempts: 3, RetryInitialBackoff: 10 * time.Millisecond, RetryMaxBackoff: 50 * time.Millisecond},
 	}}
+}
+
+// productionConfig is testConfig in production, which requires an issuer.
+// Nothing contacts it: the stub's methods are public.
+func productionConfig() service.Config {
+	cfg := testConfig()
+	cfg.Service.Environment = service.Production
+	cfg.Authn = authn.Config{Issuers: []authn.IssuerConfig{{URL: "https://id.example.com/realms/test", Audiences: []string{"stub"}}}}
+	return cfg
 }
 
 // running is a served stub service and a client connection to it.
@@ -403,6 +415,10 @@ func TestServeStopsOnContextCancel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	stub().Register(srv)
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx) }()
@@ -435,6 +451,7 @@ func TestListenErrorNamesKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	stub().Register(srv)
 	if err := srv.Serve(t.Context()); err == nil || !strings.Contains(err.Error(), "service.listen_addr") {
 		t.Errorf("Serve() on a taken port = %v, want an error naming service.listen_addr", err)
 	}
@@ -503,6 +520,9 @@ func TestReflection(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := testConfig()
+			if tt.env == service.Production {
+				cfg = productionConfig()
+			}
 			cfg.Service.Environment, cfg.Service.Reflection = tt.env, tt.reflection
 			r := start(t, cfg, &stubserver.Stub{Unary: echo})
 			names, err := listServices(t, r.conn)
@@ -518,6 +538,11 @@ func TestReflection(t *testing.T) {
 		})
 	}
 }
+
+// degradedErr is a readiness error that keeps the service ready.
+type degradedErr struct{ error }
+
+func (degradedErr) Degraded() bool { return true }
 
 func TestAdmin(t *testing.T) {
 	cfg := testConfig()
@@ -552,6 +577,15 @@ func TestAdmin(t *testing.T) {
 	json.Unmarshal([]byte(body), &res)
 	if code != http.StatusServiceUnavailable || res.Status != "not ready" || !strings.Contains(res.Checks["redis"], "connection refused") {
 		t.Errorf("/readyz with a failing check = %d %s, want 503 naming the check and its error", code, body)
+	}
+	redisUp.Store(true)
+	r.srv.AddReadinessCheck("cache", func(context.Context) error {
+		return degradedErr{errors.New("redis tier down, serving from process memory")}
+	})
+	code, body = r.get(t, "/readyz")
+	json.Unmarshal([]byte(body), &res)
+	if code != http.StatusOK || res.Status != "degraded" || !strings.HasPrefix(res.Checks["cache"], "degraded: redis tier down") {
+		t.Errorf("/readyz with a degraded check = %d %s, want 200 degraded naming the check", code, body)
 	}
 	if code, body := r.get(t, "/metrics"); code != http.StatusOK || !strings.Contains(body, `rpc_server_call_duration_seconds_count{`) {
 		t.Errorf("/metrics = %d, want 200 with rpc_server_call_duration_seconds", code)
@@ -635,8 +669,7 @@ func TestFaultInjection(t *testing.T) {
 		}
 	})
 	t.Run("refused in production", func(t *testing.T) {
-		cfg := testConfig()
-		cfg.Service.Environment = service.Production
+		cfg := productionConfig()
 		cfg.Service.Faults = service.Faults{Enabled: true, FromHeaders: true}
 		if _, err := service.New(t.Context(), cfg, service.WithoutSignals()); err == nil || !strings.Contains(err.Error(), "allow_in_production") {
 			t.Errorf("New() with faults in production = %v, want a refusal naming allow_in_production", err)
@@ -655,11 +688,16 @@ func TestFaultInjection(t *testing.T) {
 // which calls service B, and checks that every span is in one trace with the
 // right parents, and that RPC metrics reach /metrics.
 func TestTraceAcrossServices(t *testing.T) {
-	b := start(t, testConfig(), &stubserver.Stub{Unary: echo})
+	// Inside the trust boundary: methods that are not public, served
+	// without authentication in development.
+	cfg := testConfig()
+	cfg.Service.AllowUnauthenticated = true
+	cfg.Authz.Rules = map[string]authz.Rule{"/" + stubserver.Service + "/*": {Authenticated: true}}
+	b := start(t, cfg, &stubserver.Stub{Unary: echo})
 	var a *running
-	a = start(t, testConfig(), &stubserver.Stub{
+	a = start(t, cfg, &stubserver.Stub{
 		Unary: func(ctx context.Context, in *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
-			conn, err := service.Dial(ctx, b.srv.Addr().String(), service.WithClientTelemetry(a.tel))
+			conn, err := a.srv.Dial(ctx, b.srv.Addr().String())
 			if err != nil {
 				return nil, err
 			}
@@ -817,13 +855,15 @@ func (bearer) RequireTransportSecurity() bool { return false }
 func TestInterceptorOrder(t *testing.T) {
 	var mu sync.Mutex
 	var order []string
-	slot := func(name string) service.Interceptors {
-		return service.Interceptors{Unary: func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	slot := func(name string) service.Interceptor {
+		return service.InterceptorFuncs(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			mu.Lock()
 			order = append(order, name)
 			mu.Unlock()
 			return h(ctx, req)
-		}}
+		}, func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			return h(srv, ss)
+		})
 	}
 	r := start(t, testConfig(), &stubserver.Stub{Unary: func(_ context.Context, in *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
 		mu.Lock()

@@ -36,15 +36,35 @@ type handlerOptionFunc func(*handlerOptions)
 func (f handlerOptionFunc) applyHandler(o *handlerOptions) { f(o) }
 
 type handlerOptions struct {
-	public func(fullMethod string) bool
-	filter func(fullMethod string) bool
+	public  func(fullMethod string) bool
+	filter  func(fullMethod string) bool
+	methods []string
+	fixed   bool // methods is the complete list
+}
+
+// Methods names every method the server serves (full names,
+// /package.Service/Method), so the handler prepares each one's span name,
+// attributes and public flag up front. A method outside the list is
+// recorded as "_OTHER" and treated as a public endpoint, whatever its
+// name, so no caller can grow the metrics or make the service trust its
+// trace context by calling names the server does not serve. Without this
+// option, the first 1024 distinct names are recorded as they come.
+func Methods(fullMethods ...string) HandlerOption {
+	return handlerOptionFunc(func(o *handlerOptions) { o.methods, o.fixed = fullMethods, true })
+}
+
+// isPublic reports whether a known method faces the public; unknown ones
+// always do.
+func (o *handlerOptions) isPublic(fullMethod string) bool {
+	return o.public != nil && o.public(fullMethod)
 }
 
 // PublicEndpoint marks the methods for which public returns true as facing
 // callers outside the trust boundary: a trace context arriving with their
 // calls is linked to the server span instead of becoming its parent, so a
 // caller cannot choose the trace, or the sampling decision, of the service.
-// A nil public marks every method public.
+// A nil public marks every method public. Baggage that arrives with a
+// public method's call is dropped, so it does not travel further either.
 func PublicEndpoint(public func(fullMethod string) bool) HandlerOption {
 	if public == nil {
 		public = func(string) bool { return true }
@@ -99,7 +119,8 @@ type handler struct {
 	kind     trace.SpanStartOption
 	opts     handlerOptions
 
-	methods sync.Map // full method name to *methodInfo
+	fixed   map[string]*methodInfo // with Methods: every known method; read-only
+	methods sync.Map               // without Methods: full method name to *methodInfo
 	count   atomic.Int64
 	other   *methodInfo
 }
@@ -137,10 +158,23 @@ func newHandler(t *Telemetry, server bool, opts []HandlerOption) *handler {
 		metric.WithExplicitBucketBoundaries(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10),
 	)
 	h.other = h.newMethodInfo("_OTHER", "_OTHER")
+	h.other.public = true // a name the server does not know deserves no trust
+	if h.opts.fixed {
+		h.fixed = make(map[string]*methodInfo, len(h.opts.methods))
+		for _, m := range h.opts.methods {
+			h.fixed[m] = h.newMethodInfo(m, strings.TrimPrefix(m, "/"))
+		}
+	}
 	return h
 }
 
 func (h *handler) method(fullMethod string) *methodInfo {
+	if h.fixed != nil {
+		if mi, ok := h.fixed[fullMethod]; ok {
+			return mi
+		}
+		return h.other
+	}
 	if mi, ok := h.methods.Load(fullMethod); ok {
 		return mi.(*methodInfo)
 	}
@@ -158,7 +192,7 @@ func (h *handler) method(fullMethod string) *methodInfo {
 func (h *handler) newMethodInfo(fullMethod, name string) *methodInfo {
 	mi := &methodInfo{name: name}
 	mi.skip = h.opts.filter != nil && fullMethod != "_OTHER" && !h.opts.filter(fullMethod)
-	mi.public = h.opts.public != nil && h.opts.public(fullMethod)
+	mi.public = h.opts.isPublic(fullMethod)
 	base := []attribute.KeyValue{semconv.RPCSystemNameGRPC, semconv.RPCMethod(name)}
 	mi.start = []trace.SpanStartOption{h.kind, trace.WithAttributes(base...)}
 	for c := codes.OK; c <= codes.Unauthenticated; c++ {
@@ -192,16 +226,18 @@ func (h *handler) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Co
 		return ctx
 	}
 	if h.server {
-		ctx = extractIncoming(ctx, h.prop, h.w3c)
-		parent := trace.SpanContextFromContext(ctx)
-		var link []trace.SpanStartOption
-		if mi.public && parent.IsValid() {
-			// The caller's context becomes a link; the call starts a trace.
-			link = []trace.SpanStartOption{trace.WithNewRoot(), trace.WithLinks(trace.Link{SpanContext: parent})}
-			ctx = trace.ContextWithSpanContext(ctx, trace.SpanContext{})
-			parent = trace.SpanContext{}
+		if mi.public {
+			// The caller's context becomes at most a link, and its baggage
+			// is dropped; the call starts a trace of its own.
+			var link []trace.SpanStartOption
+			if sc := linkedContext(ctx, h.prop, h.w3c); sc.IsValid() {
+				link = []trace.SpanStartOption{trace.WithNewRoot(), trace.WithLinks(trace.Link{SpanContext: sc})}
+			}
+			ctx = h.start(ctx, mi, trace.SpanContext{}, link)
+		} else {
+			ctx = extractIncoming(ctx, h.prop, h.w3c)
+			ctx = h.start(ctx, mi, trace.SpanContextFromContext(ctx), nil)
 		}
-		ctx = h.start(ctx, mi, parent, link)
 	} else {
 		ctx = h.start(ctx, mi, trace.SpanContextFromContext(ctx), nil)
 		if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
@@ -282,6 +318,15 @@ var codeNames = [...]string{
 }
 
 func codeName(c codes.Code) string { return codeNames[c] }
+
+// linkedContext returns the span context that the call's incoming
+// metadata carries, without putting it or any baggage into ctx.
+func linkedContext(ctx context.Context, prop propagation.TextMapPropagator, w3c bool) trace.SpanContext {
+	if w3c && len(metadata.ValueFromIncomingContext(ctx, "traceparent")) == 0 {
+		return trace.SpanContext{}
+	}
+	return trace.SpanContextFromContext(prop.Extract(context.Background(), incomingCarrier{ctx}))
+}
 
 // incomingCarrier reads the incoming metadata of a server context without
 // copying it, as metadata.FromIncomingContext would.

@@ -27,8 +27,25 @@ func (t *Telemetry) Recording() bool {
 // records none of it. They cost nothing when no trace context arrives,
 // where a stats handler's bookkeeping inside grpc-go costs about twenty
 // allocations per RPC even when nothing is recorded.
-func (t *Telemetry) ServerPassThrough() (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor) {
-	p := passThrough{t.prop, t.w3c}
+//
+// PublicEndpoint and Methods apply as they do to ServerHandler: the calls
+// of a public method, or of a method outside Methods, carry no incoming
+// trace context or baggage on. Filter does not apply.
+func (t *Telemetry) ServerPassThrough(opts ...HandlerOption) (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor) {
+	p := passThrough{prop: t.prop, w3c: t.w3c}
+	var o handlerOptions
+	for _, opt := range opts {
+		opt.applyHandler(&o)
+	}
+	if o.public != nil || o.fixed {
+		p.public = map[string]bool{}
+		for _, m := range o.methods {
+			p.public[m] = o.isPublic(m)
+		}
+		if !o.fixed {
+			p.dynamic = o.public
+		}
+	}
 	return p.unaryServer, p.streamServer
 }
 
@@ -36,16 +53,29 @@ func (t *Telemetry) ServerPassThrough() (grpc.UnaryServerInterceptor, grpc.Strea
 // records nothing, to use instead of ClientHandler: they write the trace
 // context of the call's context, if any, to the outgoing metadata.
 func (t *Telemetry) ClientPassThrough() (grpc.UnaryClientInterceptor, grpc.StreamClientInterceptor) {
-	p := passThrough{t.prop, t.w3c}
+	p := passThrough{prop: t.prop, w3c: t.w3c}
 	return p.unaryClient, p.streamClient
 }
 
 type passThrough struct {
 	prop propagation.TextMapPropagator
 	w3c  bool // prop is Loam's W3C trace context and baggage propagator
+	// public, when not nil, says which known methods are public; a
+	// method it does not hold is public unless dynamic says otherwise.
+	public  map[string]bool
+	dynamic func(fullMethod string) bool // without Methods: PublicEndpoint's func
 }
 
-func (p passThrough) extract(ctx context.Context) context.Context {
+func (p passThrough) extract(ctx context.Context, method string) context.Context {
+	if p.public != nil {
+		public, known := p.public[method]
+		if !known {
+			public = p.dynamic == nil || p.dynamic(method)
+		}
+		if public {
+			return ctx
+		}
+	}
 	return extractIncoming(ctx, p.prop, p.w3c)
 }
 
@@ -71,12 +101,12 @@ func (p passThrough) inject(ctx context.Context) context.Context {
 	return metadata.AppendToOutgoingContext(ctx, out...)
 }
 
-func (p passThrough) unaryServer(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	return handler(p.extract(ctx), req)
+func (p passThrough) unaryServer(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	return handler(p.extract(ctx, info.FullMethod), req)
 }
 
-func (p passThrough) streamServer(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	ctx := p.extract(ss.Context())
+func (p passThrough) streamServer(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	ctx := p.extract(ss.Context(), info.FullMethod)
 	if ctx == ss.Context() {
 		return handler(srv, ss)
 	}

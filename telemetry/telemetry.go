@@ -209,12 +209,19 @@ func Setup(ctx context.Context, cfg Config, opts ...Option) (*Telemetry, error) 
 	if err != nil {
 		return nil, err
 	}
+	t.SetGlobal()
+	return t, nil
+}
+
+// SetGlobal installs t's providers and propagator as the OpenTelemetry
+// globals and its logger as slog's default. The globals keep pointing at
+// t after t.Shutdown.
+func (t *Telemetry) SetGlobal() {
 	otel.SetTracerProvider(t.tp)
 	otel.SetMeterProvider(t.mp)
 	otel.SetTextMapPropagator(t.prop)
 	global.SetLoggerProvider(t.lp)
 	slog.SetDefault(t.logger)
-	return t, nil
 }
 
 // Global returns a Telemetry over the current OpenTelemetry globals and

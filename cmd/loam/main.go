@@ -12,8 +12,6 @@
 //	loam help      print this help
 //
 // "loam config help" details the config commands and their exit codes.
-// More commands (catalog, new, doctor) arrive
-// with the packages they inspect; each one is listed here when it works.
 package main
 
 import (

@@ -42,7 +42,6 @@ var Floors = map[string]int{
 	"events":              2,
 	"service":             3,
 	"cmd/loam":            4,
-	"cmd/buf-plugin-loam": 4,
 	"examples":            5,
 }
 

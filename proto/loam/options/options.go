@@ -8,8 +8,8 @@
 // rule, a required owner, a key field that exists), and one error type that
 // names the element and the option at fault.
 //
-// The Loam server, the authorization package, the catalog and the buf plugin
-// all read options through this package, so they agree on what is valid.
+// The Loam server and the authorization package read options through this
+// package, so they agree on what is valid.
 //
 // # Errors
 //

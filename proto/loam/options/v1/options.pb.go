@@ -204,8 +204,11 @@ type isAccess_Rule interface {
 }
 
 type Access_Public struct {
-	// public admits every caller, with or without credentials. It must be
-	// true when set; use it for health checks, sign-up and public reads.
+	// public admits every caller without credentials. It must be true when
+	// set; use it for health checks, sign-up and public reads. Credentials
+	// that a call does present are still checked: an invalid or expired
+	// token is refused with UNAUTHENTICATED rather than served as
+	// anonymous, so a broken client is noticed.
 	Public bool `protobuf:"varint,1,opt,name=public,proto3,oneof"`
 }
 
@@ -229,7 +232,8 @@ func (*Access_Authenticated) isAccess_Rule() {}
 func (*Access_Permission) isAccess_Rule() {}
 
 // Service describes who owns a service and how it depends on others through
-// events. The service catalog is built from these options.
+// events, so that tools can tell the owner of every service and draw how
+// services depend on each other.
 type Service struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// owner is the team that owns the service, such as "team-capture".
