@@ -264,6 +264,18 @@ func (c Config) authProblems() []error {
 	return errs
 }
 
+// Effective returns c as the server applies it: zero fields that document
+// a default set to the default, the environment resolved (LOAM_ENV, else
+// development) and reflection set to whether it is on. `loam config
+// explain` shows these values.
+func (c Config) Effective() Config {
+	c.Service = c.Service.withDefaults()
+	c.Service.Environment = c.Service.environment()
+	on := c.Service.reflection()
+	c.Service.Reflection = &on
+	return c
+}
+
 // withDefaults returns s with zero fields that document a default set to it,
 // so a Settings built in code behaves as one loaded from a file.
 func (s Settings) withDefaults() Settings {

@@ -98,3 +98,17 @@ storage:
 		}
 	}
 }
+
+func TestEffective(t *testing.T) {
+	t.Setenv("LOAM_ENV", "")
+	var cfg service.Config
+	e := cfg.Effective()
+	if e.Service.Environment != "development" || e.Service.Reflection == nil || !*e.Service.Reflection || e.Service.ShutdownTimeout != 15*time.Second {
+		t.Errorf("Effective() of the zero Config = environment %q, reflection %v, shutdown %v; want development, on, 15s",
+			e.Service.Environment, e.Service.Reflection, e.Service.ShutdownTimeout)
+	}
+	cfg.Service.Environment = service.Production
+	if e := cfg.Effective(); *e.Service.Reflection {
+		t.Error("Effective() in production has reflection on")
+	}
+}
