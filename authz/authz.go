@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"golang.org/x/time/rate"
+
 	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -40,11 +42,14 @@ type Authorizer struct {
 
 	policy atomic.Pointer[policyState]
 
-	log        *slog.Logger
-	allowLevel slog.Level
-	denyLevel  slog.Level
-	decisions  metric.Int64Counter
-	attrs      [numReasons][]metric.AddOption
+	log          *slog.Logger
+	allowLevel   slog.Level
+	denyLevel    slog.Level
+	handlerLevel slog.Level
+	denyLogs     *rate.Limiter // nil: every deny is logged
+	suppressed   atomic.Int64  // deny lines dropped since the last one
+	decisions    metric.Int64Counter
+	attrs        [2][numReasons][]metric.AddOption // by source (call, handler) and reason
 }
 
 // policyState is a role policy and its warnings, swapped as one.
@@ -99,12 +104,19 @@ func New(cfg Config, services map[string]grpc.ServiceInfo, opts ...Option) (*Aut
 		declared:    map[string]bool{},
 		scopesGrant: cfg.ScopesGrant,
 		log:         o.logger,
-		allowLevel:  slog.LevelDebug,
-		denyLevel:   slog.LevelInfo,
+		allowLevel:   slog.LevelDebug,
+		denyLevel:    slog.LevelInfo,
+		handlerLevel: slog.LevelDebug,
 	}
 	if cfg.DecisionLogLevel != "" {
 		a.allowLevel, _ = logLevel(cfg.DecisionLogLevel)
-		a.denyLevel = a.allowLevel
+		a.denyLevel, a.handlerLevel = a.allowLevel, a.allowLevel
+	}
+	switch r := cfg.DenyLogRate; {
+	case r == 0:
+		a.denyLogs = rate.NewLimiter(DefaultDenyLogRate, 2*int(DefaultDenyLogRate))
+	case r > 0:
+		a.denyLogs = rate.NewLimiter(rate.Limit(r), max(1, int(2*r)))
 	}
 	if err := a.compile(cfg, services); err != nil {
 		return nil, err

@@ -15,6 +15,10 @@ import (
 // Config.ConditionCostLimit is zero.
 const DefaultConditionCostLimit = 1000
 
+// DefaultDenyLogRate is how many deny lines a second are logged when
+// Config.DenyLogRate is zero.
+const DefaultDenyLogRate = 10
+
 // Config is the authz configuration section (the "authz" key of a Loam
 // service's configuration). The zero value is valid: no roles (so no
 // permission is granted), no config rules, scopes grant nothing.
@@ -49,9 +53,16 @@ type Config struct {
 	// DefaultConditionCostLimit.
 	ConditionCostLimit uint64 `koanf:"condition_cost_limit" default:"1000"`
 	// DecisionLogLevel is the level at which every decision is logged:
-	// debug, info, warn or error. Empty (the default) logs allows at debug
-	// and denies at info.
+	// debug, info, warn or error. Empty (the default) logs the allows of
+	// calls at debug, their denies at info, and the decisions of Check in
+	// handlers at debug.
 	DecisionLogLevel string `koanf:"decision_log_level" validate:"omitempty,oneof=debug info warn error"`
+	// DenyLogRate bounds the deny lines logged a second (with a burst of
+	// twice as many), so a client retrying a forbidden call cannot flood
+	// the log; the next line logged says how many were dropped. Zero means
+	// DefaultDenyLogRate; a negative rate logs every deny. Counters and
+	// spans record every decision either way.
+	DenyLogRate float64 `koanf:"deny_log_rate" default:"10"`
 }
 
 // Rule is an access rule in the shape of the loam.options.v1.access

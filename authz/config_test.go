@@ -104,6 +104,7 @@ authz:
 		},
 		ScopesGrant:        true,
 		ConditionCostLimit: authz.DefaultConditionCostLimit,
+		DenyLogRate:        authz.DefaultDenyLogRate,
 	}
 	if diff := cmp.Diff(want, got.Authz); diff != "" {
 		t.Errorf("config.Load() authz mismatch (-want +got):\n%s", diff)

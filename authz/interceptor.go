@@ -162,10 +162,13 @@ func (a *Authorizer) initMetrics(mp metric.MeterProvider) error {
 	if err != nil {
 		return err
 	}
-	for r := range numReasons {
-		a.attrs[r] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(
-			attribute.String("decision", decisionWord(r.allows())),
-			attribute.String("reason", r.String())))}
+	for src, name := range []string{"call", "handler"} {
+		for r := range numReasons {
+			a.attrs[src][r] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(
+				attribute.String("decision", decisionWord(r.allows())),
+				attribute.String("reason", r.String()),
+				attribute.String("source", name)))}
+		}
 	}
 	return nil
 }
@@ -183,9 +186,18 @@ func decisionWord(allowed bool) string {
 //
 // The call's decision sets the span's loam.authz.* attributes; a decision of
 // Check inside the handler (inHandler) is a "loam.authz.check" span event
-// with the same attributes, so it never hides the call's own decision.
+// with the same attributes, so it never hides the call's own decision. The
+// counter's source attribute is "call" or "handler", so an alert on the
+// denies of calls does not fire on the denies that handlers expect as part
+// of their logic. Handler decisions are logged at debug (unless
+// Config.DecisionLogLevel says otherwise), and deny lines are limited to
+// Config.DenyLogRate a second, the next line saying how many were dropped.
 func (a *Authorizer) record(ctx context.Context, d *Decision, p *authn.Principal, inHandler bool) {
-	a.decisions.Add(ctx, 1, a.attrs[d.Reason]...)
+	src := 0
+	if inHandler {
+		src = 1
+	}
+	a.decisions.Add(ctx, 1, a.attrs[src][d.Reason]...)
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
 		attrs := []attribute.KeyValue{
 			attribute.String("loam.authz.decision", decisionWord(d.Allowed)),
@@ -199,11 +211,22 @@ func (a *Authorizer) record(ctx context.Context, d *Decision, p *authn.Principal
 		}
 	}
 	level := a.denyLevel
-	if d.Allowed {
+	switch {
+	case inHandler:
+		level = a.handlerLevel
+	case d.Allowed:
 		level = a.allowLevel
 	}
 	if !a.log.Enabled(ctx, level) {
 		return
+	}
+	var suppressed int64
+	if !d.Allowed && a.denyLogs != nil {
+		if !a.denyLogs.Allow() {
+			a.suppressed.Add(1)
+			return
+		}
+		suppressed = a.suppressed.Swap(0)
 	}
 	attrs := []slog.Attr{
 		slog.String("decision", decisionWord(d.Allowed)),
@@ -222,6 +245,12 @@ func (a *Authorizer) record(ctx context.Context, d *Decision, p *authn.Principal
 	}
 	if d.Err != nil {
 		attrs = append(attrs, slog.String("error", d.Err.Error()))
+	}
+	if inHandler {
+		attrs = append(attrs, slog.String("source", "handler"))
+	}
+	if suppressed > 0 {
+		attrs = append(attrs, slog.Int64("suppressed_denies", suppressed))
 	}
 	a.log.LogAttrs(ctx, level, "authz decision", attrs...)
 }

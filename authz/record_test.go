@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"go.opentelemetry.io/otel/attribute"
@@ -49,24 +50,7 @@ func TestRecording(t *testing.T) {
 				span.End()
 			}
 
-			var rm metricdata.ResourceMetrics
-			if err := reader.Collect(context.Background(), &rm); err != nil {
-				t.Fatal(err)
-			}
-			got := map[string]int64{}
-			for _, sm := range rm.ScopeMetrics {
-				for _, m := range sm.Metrics {
-					if m.Name != "loam.authz.decisions" {
-						continue
-					}
-					for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
-						d, _ := dp.Attributes.Value("decision")
-						r, _ := dp.Attributes.Value("reason")
-						got[d.AsString()+"/"+r.AsString()] += dp.Value
-					}
-				}
-			}
-			if diff := cmp.Diff(map[string]int64{"allow/granted": 1, "deny/not_granted": 1}, got); diff != "" {
+			if diff := cmp.Diff(map[string]int64{"call/allow/granted": 1, "call/deny/not_granted": 1}, decisionCounts(t, reader)); diff != "" {
 				t.Errorf("loam.authz.decisions mismatch (-want +got):\n%s", diff)
 			}
 
@@ -99,5 +83,70 @@ func TestRecording(t *testing.T) {
 				t.Errorf("decision log mismatch (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// decisionCounts returns the loam.authz.decisions counter by
+// source/decision/reason.
+func decisionCounts(t *testing.T, reader *sdkmetric.ManualReader) map[string]int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != "loam.authz.decisions" {
+				continue
+			}
+			for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
+				src, _ := dp.Attributes.Value("source")
+				d, _ := dp.Attributes.Value("decision")
+				r, _ := dp.Attributes.Value("reason")
+				got[src.AsString()+"/"+d.AsString()+"/"+r.AsString()] += dp.Value
+			}
+		}
+	}
+	return got
+}
+
+// TestHandlerDecisionsApart: decisions of Check in handlers are counted
+// with source "handler" and logged at debug, so an alert on the denies of
+// calls stays quiet on healthy traffic; deny lines are rate-limited.
+func TestHandlerDecisionsApart(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	var logs bytes.Buffer
+	a, err := authz.New(authz.Config{Roles: map[string][]string{"planter": {"farm.plant"}}, DenyLogRate: 5}, services(farm),
+		authz.WithLogger(slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))),
+		authz.WithMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := authz.NewContext(authn.NewContext(context.Background(), principal("bob", "planter")), a)
+	if err := authz.Check(ctx, "farm.read_all"); err == nil {
+		t.Fatal("Check(farm.read_all) = nil, want a deny")
+	}
+	if logs.Len() != 0 {
+		t.Errorf("a handler's deny was logged at info: %s", logs.String())
+	}
+	const denies = 100
+	for range denies {
+		a.UnaryInterceptor(ctx, plantRequest("", 1), &grpc.UnaryServerInfo{FullMethod: fullMethod(farm, "Harvest")},
+			func(ctx context.Context, req any) (any, error) { return req, nil })
+	}
+	want := map[string]int64{"handler/deny/not_granted": 1, "call/deny/not_granted": denies}
+	if diff := cmp.Diff(want, decisionCounts(t, reader)); diff != "" {
+		t.Errorf("loam.authz.decisions mismatch (-want +got):\n%s", diff)
+	}
+	if n := strings.Count(logs.String(), "\n"); n == 0 || n > 15 {
+		t.Errorf("%d deny lines logged for %d denies at 5 a second, want the burst of 10 or so", n, denies)
+	}
+	time.Sleep(300 * time.Millisecond)
+	logs.Reset()
+	a.UnaryInterceptor(ctx, plantRequest("", 1), &grpc.UnaryServerInfo{FullMethod: fullMethod(farm, "Harvest")},
+		func(ctx context.Context, req any) (any, error) { return req, nil })
+	if !strings.Contains(logs.String(), `"suppressed_denies":`) {
+		t.Errorf("the next deny line does not say how many were dropped: %s", logs.String())
 	}
 }

@@ -31,8 +31,8 @@ func NewLogHandler(next slog.Handler, lp otellog.LoggerProvider) slog.Handler {
 	return h
 }
 
-func newLogHandler(w io.Writer, format string, level slog.Level, lp otellog.LoggerProvider, export bool, service string) slog.Handler {
-	opts := &slog.HandlerOptions{Level: level}
+func newLogHandler(w io.Writer, format string, level slog.Leveler, lp otellog.LoggerProvider, export bool, service string) slog.Handler {
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: durationString}
 	var base slog.Handler
 	if format == "text" {
 		base = slog.NewTextHandler(w, opts)
@@ -46,6 +46,16 @@ func newLogHandler(w io.Writer, format string, level slog.Level, lp otellog.Logg
 		lp = nil
 	}
 	return NewLogHandler(base, lp)
+}
+
+// durationString writes durations as Go duration strings ("1.5s") rather
+// than the integer nanoseconds slog's handlers write, so a person can read
+// them and a query can still parse them.
+func durationString(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		return slog.String(a.Key, a.Value.Duration().String())
+	}
+	return a
 }
 
 // parseLevel parses a log level name; empty means info.

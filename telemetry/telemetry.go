@@ -54,6 +54,8 @@ type Telemetry struct {
 	prop    propagation.TextMapPropagator
 	logger  *slog.Logger
 	metrics http.Handler
+	level   slog.LevelVar
+	global  bool     // made by Global: the logger is slog's default
 	sampler *sampler // the root sampler, when New built the tracer provider
 	w3c     bool     // prop is the W3C trace context and baggage propagator New builds
 
@@ -196,7 +198,8 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Telemetry, error) {
 		t.shutdowns = append(t.shutdowns, lp.Shutdown)
 	}
 	level, _ := parseLevel(cfg.LogLevel)
-	t.logger = slog.New(newLogHandler(o.logOutput, cfg.LogFormat, level, t.lp, exporting(cfg.Logs), o.name))
+	t.level.Set(level)
+	t.logger = slog.New(newLogHandler(o.logOutput, cfg.LogFormat, &t.level, t.lp, exporting(cfg.Logs), o.name))
 	return t, nil
 }
 
@@ -234,6 +237,7 @@ func Global() *Telemetry {
 		lp:     global.GetLoggerProvider(),
 		prop:   otel.GetTextMapPropagator(),
 		logger: slog.Default(),
+		global: true,
 	}
 }
 
@@ -256,6 +260,21 @@ func (t *Telemetry) Propagator() propagation.TextMapPropagator { return t.prop }
 // span_id when its context holds a span, and goes to the OpenTelemetry
 // logger provider too when logs are exported.
 func (t *Telemetry) Logger() *slog.Logger { return t.logger }
+
+// SetLogLevel changes the least level Logger logs, while it runs: debug,
+// info, warn or error (telemetry.log_level). A bad name changes nothing,
+// and so does a Telemetry from Global, whose logger is slog's default.
+func (t *Telemetry) SetLogLevel(name string) error {
+	l, err := parseLevel(name)
+	if err != nil {
+		return fmt.Errorf("telemetry.log_level: %w", err)
+	}
+	if t.global {
+		return errors.New("telemetry: the logger of Global is slog's default, whose level this Telemetry does not own")
+	}
+	t.level.Set(l)
+	return nil
+}
 
 // MetricsHandler returns the Prometheus exposition handler, or nil when
 // Config.Prometheus is off.

@@ -536,3 +536,30 @@ func TestPassThrough(t *testing.T) {
 func echo(_ context.Context, in *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
 	return in, nil
 }
+
+func TestSetLogLevelAndDurations(t *testing.T) {
+	var out bytes.Buffer // the test logs from one goroutine
+	tel, err := telemetry.New(t.Context(), telemetry.Config{LogLevel: "info"}, telemetry.WithLogOutput(&out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := tel.Logger()
+	log.Debug("hidden")
+	if err := tel.SetLogLevel("debug"); err != nil {
+		t.Fatal(err)
+	}
+	log.Debug("shown", "timeout", 1500*time.Millisecond)
+	if err := tel.SetLogLevel("loud"); err == nil {
+		t.Error("SetLogLevel(loud) = nil, want an error")
+	}
+	got := out.String()
+	if strings.Contains(got, "hidden") || !strings.Contains(got, `"msg":"shown"`) {
+		t.Errorf("log after SetLogLevel(debug) = %s", got)
+	}
+	if !strings.Contains(got, `"timeout":"1.5s"`) {
+		t.Errorf("log = %s, want the duration as 1.5s", got)
+	}
+	if err := telemetry.Global().SetLogLevel("debug"); err == nil {
+		t.Error("Global().SetLogLevel = nil, want an error: it does not own slog's default")
+	}
+}
