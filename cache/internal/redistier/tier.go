@@ -243,9 +243,11 @@ func (t *Tier) Set(ctx context.Context, key string, value []byte, ttl time.Durat
 	defer cancel()
 	ms := max(ttl.Milliseconds(), 1)
 	v := c.B().Set().Key(key).Value(rueidis.BinaryString(value))
-	cmd := v.PxMilliseconds(ms).Build()
+	var cmd rueidis.Completed
 	if onlyIfAbsent {
 		cmd = v.Nx().PxMilliseconds(ms).Build()
+	} else {
+		cmd = v.PxMilliseconds(ms).Build()
 	}
 	err = c.Do(octx, cmd).Error()
 	if rueidis.IsRedisNil(err) { // NX and the key exists
