@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"github.com/maypok86/otter/v2"
@@ -107,6 +108,10 @@ type Cache[K Key, V any] struct {
 	ttl, negativeTTL, stale, refreshTimeout time.Duration
 	jitter                                  float64
 
+	// counting turns on the count of in-process hits, the one count on
+	// the hit path, when metrics are first collected (observe): with no
+	// reader installed, a hit costs what an otter hit costs.
+	counting  atomic.Bool
 	cnt       counters
 	attrs     attrSets
 	fromRedis redisLoader[K, V]
@@ -225,7 +230,9 @@ func New[K Key, V any](s *Store, name string, opts ...Option) (*Cache[K, V], err
 // only GetOrLoad refreshes it.
 func (c *Cache[K, V]) Get(ctx context.Context, key K) (V, error) {
 	if e, ok := c.local.GetIfPresent(key); ok {
-		c.cnt.local.RecordHits(1)
+		if c.counting.Load() {
+			c.cnt.local.RecordHits(1)
+		}
 		return e.result()
 	}
 	return c.getSlow(ctx, key)
@@ -282,7 +289,9 @@ func (c *Cache[K, V]) getSlow(ctx context.Context, key K) (V, error) {
 func (c *Cache[K, V]) GetOrLoad(ctx context.Context, key K, loader func(ctx context.Context, key K) (V, error)) (V, error) {
 	if c.stale == 0 {
 		if e, ok := c.local.GetIfPresent(key); ok {
-			c.cnt.local.RecordHits(1)
+			if c.counting.Load() {
+				c.cnt.local.RecordHits(1)
+			}
 			return e.result()
 		}
 	} else if e, ok := c.local.GetEntry(key); ok {
@@ -587,6 +596,7 @@ func (c *Cache[K, V]) stop() {
 }
 
 func (c *Cache[K, V]) observe(o metric.Observer) {
+	c.counting.Store(true)
 	c.s.in.observe(o, &c.cnt, &c.attrs, c.local.EstimatedSize())
 }
 
