@@ -136,35 +136,27 @@ func BenchmarkRedisHit(b *testing.B) {
 		}
 	})
 	// 16 concurrent readers on distinct keys.
-	b.Run("rueidis-GET-parallel", func(b *testing.B) {
-		b.ReportAllocs()
-		b.SetParallelism(8)
-		var next atomic.Int64
-		b.RunParallel(func(pb *testing.PB) {
-			i := int(next.Add(1)) * 64
-			for pb.Next() {
-				if _, err := client.Do(ctx, client.B().Get().Key(rawKeys[i%benchKeys]).Build()).AsBytes(); err != nil {
-					b.Fatal(err)
+	parallel := func(name string, read func(i int) error) {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetParallelism(8)
+			var next atomic.Int64
+			b.RunParallel(func(pb *testing.PB) {
+				for i := int(next.Add(1)) * 64; pb.Next(); i++ {
+					if err := read(i % benchKeys); err != nil {
+						b.Fatal(err)
+					}
 				}
-				i++
-			}
+			})
 		})
+	}
+	parallel("rueidis-GET-parallel", func(i int) error {
+		return client.Do(ctx, client.B().Get().Key(rawKeys[i]).Build()).Error()
 	})
-	b.Run("loam-Get-parallel", func(b *testing.B) {
-		b.ReportAllocs()
-		b.SetParallelism(8)
-		var next atomic.Int64
-		b.RunParallel(func(pb *testing.PB) {
-			i := int(next.Add(1)) * 64
-			for pb.Next() {
-				k := keys[i%benchKeys]
-				cache.DropLocal(c, k)
-				if _, err := c.Get(ctx, k); err != nil {
-					b.Fatal(err)
-				}
-				i++
-			}
-		})
+	parallel("loam-Get-parallel", func(i int) error {
+		cache.DropLocal(c, keys[i])
+		_, err := c.Get(ctx, keys[i])
+		return err
 	})
 }
 

@@ -381,16 +381,22 @@ func TestOutageNotReady(t *testing.T) {
 	}
 }
 
+// pairWithProxy returns two caches called name in one namespace: a on
+// Redis directly, b (of Store bs) through proxy.
+func pairWithProxy(t *testing.T, name string) (a, b *cache.Cache[string, string], bs *cache.Store, proxy *testenv.Proxy) {
+	ns := namespace(t)
+	proxy = testenv.NewProxy(t, testenv.Redis.HostPort(t))
+	a = mustNew[string, string](t, redisStore(t, redisConfig(t, ns, "")), name)
+	bs = redisStore(t, redisConfig(t, ns, proxy.Addr()))
+	return a, mustNew[string, string](t, bs, name), bs, proxy
+}
+
 // TestReconnectDropsMissedInvalidations: a process cut off from Redis
 // misses the invalidations of that time; when it reconnects it drops what
 // it copied from Redis rather than serve it until the TTL.
 func TestReconnectDropsMissedInvalidations(t *testing.T) {
 	ctx := t.Context()
-	ns := namespace(t)
-	proxy := testenv.NewProxy(t, testenv.Redis.HostPort(t))
-	a := mustNew[string, string](t, redisStore(t, redisConfig(t, ns, "")), "missed")
-	bs := redisStore(t, redisConfig(t, ns, proxy.Addr()))
-	b := mustNew[string, string](t, bs, "missed")
+	a, b, bs, proxy := pairWithProxy(t, "missed")
 	if err := a.Set(ctx, "k", "old"); err != nil {
 		t.Fatal(err)
 	}
@@ -417,11 +423,7 @@ func TestReconnectDropsMissedInvalidations(t *testing.T) {
 // replayed when Redis is back, and reaches the other processes.
 func TestWriteDuringOutageReplayed(t *testing.T) {
 	ctx := t.Context()
-	ns := namespace(t)
-	proxy := testenv.NewProxy(t, testenv.Redis.HostPort(t))
-	a := mustNew[string, string](t, redisStore(t, redisConfig(t, ns, "")), "replay")
-	bs := redisStore(t, redisConfig(t, ns, proxy.Addr()))
-	b := mustNew[string, string](t, bs, "replay")
+	a, b, _, proxy := pairWithProxy(t, "replay")
 	if err := a.Set(ctx, "k", "stale"); err != nil {
 		t.Fatal(err)
 	}
