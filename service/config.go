@@ -11,6 +11,7 @@ import (
 
 	"github.com/loamhq/loam/authn"
 	"github.com/loamhq/loam/authz"
+	"github.com/loamhq/loam/cache"
 	"github.com/loamhq/loam/telemetry"
 )
 
@@ -40,6 +41,9 @@ type Config struct {
 	// Authz is the `authz` section: roles and their permissions, and the
 	// rules of methods whose .proto carries none.
 	Authz authz.Config `koanf:"authz"`
+	// Cache is the `cache` section: the Store that Server.Cache returns.
+	// Its namespace defaults to service.name.
+	Cache cache.Config `koanf:"cache"`
 }
 
 // Settings is the `service` section.
@@ -222,6 +226,9 @@ func (c Config) Validate() error {
 	if err := c.Telemetry.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if err := c.cache().Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if err := c.Authz.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("authz: %w", err))
 	}
@@ -231,6 +238,16 @@ func (c Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// cache returns the cache section with its namespace defaulted to the
+// service's name.
+func (c Config) cache() cache.Config {
+	cc := c.Cache
+	if cc.Namespace == "" {
+		cc.Namespace = c.Service.Name
+	}
+	return cc
 }
 
 // authProblems reports the rules that keep a server from starting open:
@@ -273,6 +290,7 @@ func (c Config) Effective() Config {
 	c.Service.Environment = c.Service.environment()
 	on := c.Service.reflection()
 	c.Service.Reflection = &on
+	c.Cache = c.cache()
 	return c
 }
 

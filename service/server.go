@@ -21,6 +21,7 @@ import (
 
 	"github.com/loamhq/loam/authn"
 	"github.com/loamhq/loam/authz"
+	"github.com/loamhq/loam/cache"
 	"github.com/loamhq/loam/telemetry"
 )
 
@@ -205,6 +206,7 @@ type Server struct {
 	faults *faults
 	creds  credentials.TransportCredentials // nil for plaintext
 	tlsRel *tlsReloader                     // nil unless from service.tls
+	cache  *cache.Store
 	admin  *admin
 
 	mu         sync.Mutex
@@ -285,10 +287,21 @@ func New(ctx context.Context, cfg Config, opts ...Option) (_ *Server, err error)
 		}
 		s.creds = credentials.NewTLS(s.tlsRel.config())
 	}
+	s.cache, err = cache.Open(ctx, cfg.cache(), cache.WithLogger(s.log),
+		cache.WithMeterProvider(s.tel.MeterProvider()), cache.WithTracerProvider(s.tel.TracerProvider()))
+	if err != nil {
+		if s.tlsRel != nil {
+			s.tlsRel.close()
+		}
+		return nil, err
+	}
 	s.health = health.NewServer()
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	if cfg.Service.AdminAddr != "" || s.o.adminLn != nil {
 		s.admin = newAdmin(s, cfg.Service.Pprof)
+		if cfg.Cache.Redis.Enabled() {
+			s.admin.addCheck("cache", s.cache.Check)
+		}
 	}
 	if s.o.global {
 		s.tel.SetGlobal()
@@ -350,6 +363,11 @@ func (s *Server) GRPC() *grpc.Server {
 	defer s.mu.Unlock()
 	return s.grpc
 }
+
+// Cache returns the cache Store that the `cache` section describes, for
+// cache.New: in process only, or in front of Redis. The server closes it
+// once it has drained.
+func (s *Server) Cache() *cache.Store { return s.cache }
 
 // Telemetry returns the telemetry the server reports through.
 func (s *Server) Telemetry() *telemetry.Telemetry { return s.tel }
@@ -523,6 +541,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.closeListeners() // those of a server that never served
 		if s.tlsRel != nil {
 			s.tlsRel.close()
+		}
+		if err := s.cache.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("cache: %w", err))
 		}
 		s.stopErr = errors.Join(errs...)
 		s.log.Info("stopped")

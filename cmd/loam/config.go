@@ -15,7 +15,6 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/loamhq/loam/cache"
 	"github.com/loamhq/loam/config"
 	"github.com/loamhq/loam/service"
 )
@@ -60,14 +59,12 @@ var configUsage = strings.Replace(configUsageText, "SECTIONS", strings.Join(know
 
 // loamSections is the schema of the sections of a service's configuration
 // that Loam itself owns, which "loam config validate" checks strictly: the
-// standard sections of service.Config (service, telemetry, authn, authz),
-// and the sections of Loam packages that are not part of it yet (cache).
-// Every other top-level section lands in Application:
+// standard sections of service.Config (service, telemetry, authn, authz,
+// cache). Every other top-level section lands in Application:
 // it belongs to the service, and only the service's own config.Load can
 // check it.
 type loamSections struct {
 	service.Config
-	Cache       cache.Config   `koanf:"cache"`
 	Application map[string]any `koanf:",remain"`
 }
 
