@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -83,18 +84,17 @@ func (s *Server) prepare() error {
 			}
 		}
 		if authzSlot == nil {
-			authzSlot = az
+			authzSlot = &s.authzNow
 		}
 	}
-	s.authz = az
+	s.authzNow.Store(az)
+	s.table = tableOf(az)
+	s.infos = infos
+	s.running = s.cfg
 
-	hopts := []telemetry.HandlerOption{telemetry.Methods(az.Methods()...)}
+	hopts := []telemetry.HandlerOption{telemetry.Methods(s.table.methods...)}
 	if !s.cfg.Service.PublicEndpoint {
-		set := make(map[string]bool, len(public))
-		for _, m := range public {
-			set[m] = true
-		}
-		hopts = append(hopts, telemetry.PublicEndpoint(func(m string) bool { return set[m] }))
+		hopts = append(hopts, telemetry.PublicEndpoint(func(m string) bool { return s.table.public[m] }))
 	} else {
 		hopts = append(hopts, telemetry.PublicEndpoint(nil))
 	}
@@ -105,21 +105,54 @@ func (s *Server) prepare() error {
 	} else {
 		tel = InterceptorFuncs(s.tel.ServerPassThrough(hopts...))
 	}
-	unary, stream := chain(s.log, tel, authnSlot, authzSlot, s.o.app, s.faults)
+	s.rejected = newRejections(s.tel.MeterProvider(), s.table.methods)
+	s.live.Store(s.liveState(s.cfg.Service))
+	s.entry = &entry{log: s.log, live: &s.live, codec: newRequestCodec(), rejected: s.rejected}
+	unary := []grpc.UnaryServerInterceptor{s.entry.unary}
+	stream := []grpc.StreamServerInterceptor{s.entry.stream}
+	add := func(slots ...Interceptor) {
+		for _, slot := range slots {
+			if slot != nil {
+				unary = append(unary, slot.UnaryInterceptor)
+				stream = append(stream, slot.StreamInterceptor)
+			}
+		}
+	}
+	add(tel, authnSlot)
+	// Rate limits and fault injection cost a link of the chain only when
+	// configured at start; a reload can change them but not add them.
+	s.hasRates = len(s.cfg.Service.Limits.RateLimits) > 0
+	if s.hasRates {
+		l := limiter{&s.live}
+		add(InterceptorFuncs(l.unary, l.stream))
+	}
+	add(authzSlot)
+	add(s.o.app...)
+	s.hasFaults = s.cfg.Service.Faults.Enabled
+	if s.hasFaults {
+		f := faultSlot{&s.live}
+		add(InterceptorFuncs(f.unary, f.stream))
+	}
 	lim := s.cfg.Service.Limits
 	gopts = append(gopts,
+		grpc.ForceServerCodecV2(s.entry.codec),
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
 		grpc.MaxRecvMsgSize(lim.MaxRecvMsgBytes),
 		grpc.MaxSendMsgSize(lim.MaxSendMsgBytes),
+		grpc.MaxHeaderListSize(lim.MaxHeaderListBytes),
 		grpc.MaxConcurrentStreams(lim.MaxConcurrentStreams),
+		grpc.ConnectionTimeout(lim.HandshakeTimeout),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 			MinTime:             lim.KeepaliveMinTime,
 			PermitWithoutStream: lim.KeepalivePermitWithoutStream,
 		}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
-			MaxConnectionAge:  lim.MaxConnectionAge,
-			MaxConnectionIdle: lim.MaxConnectionIdle,
+			Time:                  lim.KeepaliveTime,
+			Timeout:               lim.KeepaliveTimeout,
+			MaxConnectionAge:      lim.MaxConnectionAge,
+			MaxConnectionAgeGrace: lim.MaxConnectionAgeGrace,
+			MaxConnectionIdle:     lim.MaxConnectionIdle,
 		}),
 	)
 	if s.creds != nil {
@@ -137,6 +170,45 @@ func (s *Server) prepare() error {
 	}
 	s.grpc = g
 	return nil
+}
+
+// table is what the server knows of its methods from the access table.
+type table struct {
+	methods []string
+	public  map[string]bool
+}
+
+func tableOf(az *authz.Authorizer) table {
+	t := table{methods: az.Methods(), public: map[string]bool{}}
+	for _, m := range az.PublicMethods() {
+		t.public[m] = true
+	}
+	return t
+}
+
+// liveState compiles what a reload may change.
+func (s *Server) liveState(st Settings) *live {
+	l := &live{
+		maxCalls:    int64(st.Limits.MaxConcurrentCalls),
+		callTimeout: st.Limits.DefaultCallTimeout,
+		rates:       newRateLimits(st.Limits.RateLimits, s.table.methods, s.rejected),
+	}
+	l.faults, _ = newFaults(st.Faults, st.environment()) // New checked it
+	return l
+}
+
+// authzSlot is the authorization slot of the chain, whose Authorizer a
+// reload may replace.
+type authzSlot struct {
+	atomic.Pointer[authz.Authorizer]
+}
+
+func (a *authzSlot) UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	return a.Load().UnaryInterceptor(ctx, req, info, handler)
+}
+
+func (a *authzSlot) StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	return a.Load().StreamInterceptor(srv, ss, info, handler)
 }
 
 // serviceInfo is what (*grpc.Server).GetServiceInfo reports for desc.
@@ -207,7 +279,5 @@ func (s *Server) warmUp(ctx context.Context, a *authn.Authenticator) {
 // Use it to replace the role policy at run time (SetPolicy), for example
 // from config.Watch, and to explain decisions in tests (Explain).
 func (s *Server) Authorizer() *authz.Authorizer {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.authz
+	return s.authzNow.Load()
 }

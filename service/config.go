@@ -84,7 +84,7 @@ type Settings struct {
 	// DrainDelay is how long the server keeps serving after it reports
 	// NOT_SERVING, so load balancers stop sending before it stops
 	// accepting.
-	DrainDelay time.Duration `koanf:"drain_delay" default:"0s" validate:"min=0s"`
+	DrainDelay time.Duration `koanf:"drain_delay" default:"5s" validate:"min=0s"`
 	// ShutdownTimeout bounds the drain of in-flight RPCs; when it runs out,
 	// the remaining RPCs are cancelled. Zero means 15s.
 	ShutdownTimeout time.Duration `koanf:"shutdown_timeout" default:"15s" validate:"min=0s"`
@@ -120,7 +120,8 @@ type TLS struct {
 // enabled reports whether the section asks for TLS.
 func (t TLS) enabled() bool { return t.CertFile != "" || t.KeyFile != "" }
 
-// Limits bounds what one client can ask of the server.
+// Limits bounds what clients can ask of the server. The package doc has
+// the defaults in one table.
 type Limits struct {
 	// MaxRecvMsgBytes is the largest request message accepted. Zero means
 	// 4 MiB.
@@ -128,20 +129,67 @@ type Limits struct {
 	// MaxSendMsgBytes is the largest response message sent. Zero means
 	// 4 MiB.
 	MaxSendMsgBytes int `koanf:"max_send_msg_bytes" default:"4194304" validate:"min=0"`
+	// MaxHeaderListBytes is the largest header (metadata) list of a
+	// request; a larger one is refused before any interceptor runs. Zero
+	// means 64 KiB, room for a 16 KiB token and then some.
+	MaxHeaderListBytes uint32 `koanf:"max_header_list_bytes" default:"65536"`
 	// MaxConcurrentStreams bounds the concurrent RPCs of one connection.
 	// Zero means 1000.
 	MaxConcurrentStreams uint32 `koanf:"max_concurrent_streams" default:"1000"`
+	// MaxConnections bounds the open connections; past it, new ones wait
+	// in the kernel's accept queue until one closes. Zero means 10000; a
+	// negative value means no bound.
+	MaxConnections int `koanf:"max_connections" default:"10000"`
+	// HandshakeTimeout bounds how long a new connection may take to
+	// finish its TLS and HTTP/2 handshakes. Zero means 10s.
+	HandshakeTimeout time.Duration `koanf:"handshake_timeout" default:"10s" validate:"min=0s"`
+	// MaxConcurrentCalls bounds the calls the server runs at once, streams
+	// included; a call past it is refused at once with RESOURCE_EXHAUSTED
+	// (load shedding) and counted. Zero means no bound.
+	MaxConcurrentCalls int `koanf:"max_concurrent_calls" default:"0" validate:"min=0"`
+	// DefaultCallTimeout is the deadline of a unary call whose client set
+	// none, so that no call runs forever. Zero means 30s; a negative value
+	// sets none. Streams are not bounded by it.
+	DefaultCallTimeout time.Duration `koanf:"default_call_timeout" default:"30s"`
+	// RateLimits limit how often one principal may call the methods that
+	// match, each with a token bucket; a call past it is refused with
+	// RESOURCE_EXHAUSTED and counted. The first rule that matches a method
+	// applies.
+	RateLimits []RateLimit `koanf:"rate_limits"`
+	// KeepaliveTime is how long a connection may be idle before the server
+	// pings the client to check it is still there. Zero means 2h.
+	KeepaliveTime time.Duration `koanf:"keepalive_time" default:"2h" validate:"min=0s"`
+	// KeepaliveTimeout is how long the server waits for the answer to that
+	// ping before it closes the connection. Zero means 20s.
+	KeepaliveTimeout time.Duration `koanf:"keepalive_timeout" default:"20s" validate:"min=0s"`
 	// KeepaliveMinTime is the shortest interval between client pings that
 	// the server tolerates; a client pinging more often is disconnected.
 	KeepaliveMinTime time.Duration `koanf:"keepalive_min_time" default:"20s" validate:"min=0s"`
 	// KeepalivePermitWithoutStream lets clients ping with no RPC in flight.
 	KeepalivePermitWithoutStream bool `koanf:"keepalive_permit_without_stream"`
-	// MaxConnectionAge closes connections after this long, so clients
+	// MaxConnectionAge closes connections after this long (plus or minus
+	// 10%), with a GOAWAY that lets clients reconnect, so that they
 	// rebalance across replicas. Zero means never.
-	MaxConnectionAge time.Duration `koanf:"max_connection_age" default:"0s" validate:"min=0s"`
+	MaxConnectionAge time.Duration `koanf:"max_connection_age" default:"30m" validate:"min=0s"`
+	// MaxConnectionAgeGrace is how long calls in flight on a connection
+	// that reached MaxConnectionAge may still run before it is closed.
+	// Zero means until they end.
+	MaxConnectionAgeGrace time.Duration `koanf:"max_connection_age_grace" default:"1m" validate:"min=0s"`
 	// MaxConnectionIdle closes connections idle for this long. Zero means
 	// never.
 	MaxConnectionIdle time.Duration `koanf:"max_connection_idle" default:"0s" validate:"min=0s"`
+}
+
+// RateLimit is a token bucket per principal on the methods that match.
+type RateLimit struct {
+	// Method is a full method name, /package.Service/Method, or
+	// /package.Service/* for every method of a service.
+	Method string `koanf:"method" validate:"required"`
+	// PerSecond is the sustained rate of calls one principal may make.
+	PerSecond float64 `koanf:"per_second" validate:"gt=0"`
+	// Burst is how many calls one principal may make at once. Zero means
+	// PerSecond rounded up, and at least 1.
+	Burst int `koanf:"burst" validate:"min=0"`
 }
 
 // Faults configures fault injection: delays and errors injected into
@@ -156,6 +204,10 @@ type Faults struct {
 	// loam-fault-delay (a duration) and loam-fault-abort (a gRPC code
 	// name such as UNAVAILABLE).
 	FromHeaders bool `koanf:"from_headers"`
+	// MaxHeaderDelay caps the delay a request may ask for with
+	// loam-fault-delay, so that a header cannot hold a call, and the
+	// resources it holds, for long. Zero means 10s.
+	MaxHeaderDelay time.Duration `koanf:"max_header_delay" default:"10s" validate:"min=0s"`
 	// Rules inject faults into the methods they match.
 	Rules []FaultRule `koanf:"rules"`
 }
@@ -171,8 +223,8 @@ type FaultRule struct {
 	// such as UNAVAILABLE. Empty means no abort.
 	Abort string `koanf:"abort"`
 	// Percent is the share of matching RPCs affected, from 0 to 100.
-	// Zero means 100.
-	Percent float64 `koanf:"percent" validate:"min=0,max=100"`
+	// Unset means 100; 0 means none, which turns a rule off.
+	Percent *float64 `koanf:"percent" validate:"omitempty,min=0,max=100"`
 }
 
 // ClientSettings holds the defaults of connections made with Dial.
@@ -203,6 +255,20 @@ func (c Config) Validate() error {
 	if s.ListenAddr == "" {
 		errs = append(errs, errors.New("service.listen_addr: is required"))
 	}
+	for i, r := range s.Limits.RateLimits {
+		if _, _, ok := splitMethodPattern(r.Method); !ok {
+			errs = append(errs, fmt.Errorf("service.limits.rate_limits[%d].method: %q is not /package.Service/Method or /package.Service/*", i, r.Method))
+		}
+		if r.PerSecond <= 0 {
+			errs = append(errs, fmt.Errorf("service.limits.rate_limits[%d].per_second: %v is not above 0", i, r.PerSecond))
+		}
+		if r.Burst < 0 {
+			errs = append(errs, fmt.Errorf("service.limits.rate_limits[%d].burst: %d is negative", i, r.Burst))
+		}
+	}
+	if s.Limits.MaxConcurrentCalls < 0 {
+		errs = append(errs, fmt.Errorf("service.limits.max_concurrent_calls: %d is negative", s.Limits.MaxConcurrentCalls))
+	}
 	for i, r := range s.Faults.Rules {
 		if _, _, ok := splitMethodPattern(r.Method); !ok {
 			errs = append(errs, fmt.Errorf("service.faults.rules[%d].method: %q is not /package.Service/Method or /package.Service/*", i, r.Method))
@@ -214,6 +280,9 @@ func (c Config) Validate() error {
 		}
 		if r.Delay == 0 && r.Abort == "" {
 			errs = append(errs, fmt.Errorf("service.faults.rules[%d]: sets neither delay nor abort", i))
+		}
+		if r.Percent != nil && (*r.Percent < 0 || *r.Percent > 100) {
+			errs = append(errs, fmt.Errorf("service.faults.rules[%d].percent: %v is outside 0..100", i, *r.Percent))
 		}
 	}
 	if s.Faults.Enabled && s.environment() == Production && !s.Faults.AllowInProduction {
@@ -308,6 +377,24 @@ func (s Settings) withDefaults() Settings {
 	}
 	if s.Limits.MaxConcurrentStreams == 0 {
 		s.Limits.MaxConcurrentStreams = 1000
+	}
+	if s.Limits.MaxHeaderListBytes == 0 {
+		s.Limits.MaxHeaderListBytes = 64 << 10
+	}
+	if s.Limits.MaxConnections == 0 {
+		s.Limits.MaxConnections = 10000
+	}
+	if s.Limits.HandshakeTimeout == 0 {
+		s.Limits.HandshakeTimeout = 10 * time.Second
+	}
+	if s.Limits.DefaultCallTimeout == 0 {
+		s.Limits.DefaultCallTimeout = 30 * time.Second
+	}
+	if s.Limits.KeepaliveTime == 0 {
+		s.Limits.KeepaliveTime = 2 * time.Hour
+	}
+	if s.Limits.KeepaliveTimeout == 0 {
+		s.Limits.KeepaliveTimeout = 20 * time.Second
 	}
 	s.Client = s.Client.withDefaults()
 	return s

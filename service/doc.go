@@ -45,6 +45,48 @@
 // fields document their keys and defaults. Embed Config in the service's own
 // configuration struct and load it with config.Load.
 //
+// # Limits and defaults
+//
+// What the server bounds, the key that sets it, and its default:
+//
+//	key (service.…)                  default   what it bounds
+//	limits.max_recv_msg_bytes        4 MiB     a request message
+//	limits.max_send_msg_bytes        4 MiB     a response message
+//	limits.max_header_list_bytes     64 KiB    a request's metadata
+//	limits.max_concurrent_streams    1000      calls on one connection
+//	limits.max_connections           10000     open connections (then the accept queue)
+//	limits.handshake_timeout         10s       TLS and HTTP/2 handshakes of a connection
+//	limits.max_concurrent_calls      none      calls at once; past it RESOURCE_EXHAUSTED
+//	limits.default_call_timeout      30s       a unary call whose client set no deadline
+//	limits.rate_limits               none      calls per principal per method pattern
+//	limits.keepalive_time            2h        idle time before the server pings a client
+//	limits.keepalive_timeout         20s       the wait for that ping's answer
+//	limits.keepalive_min_time        20s       the most frequent client pings tolerated
+//	limits.max_connection_age        30m       a connection's life, so clients rebalance
+//	limits.max_connection_age_grace  1m        calls in flight on an aged connection
+//	limits.max_connection_idle       never     an idle connection
+//	drain_delay                      5s        serving after NOT_SERVING, for balancers
+//	shutdown_timeout                 15s       calls in flight during the drain
+//	faults.max_header_delay          10s       a delay asked for by loam-fault-delay
+//
+// drain_delay plus shutdown_timeout leave 10s of Kubernetes' default 30s
+// termination grace for the telemetry flush. The admin server reads a
+// request within 5s, writes a response within 60s (a 30s CPU profile),
+// closes idle connections after 60s, and answers /readyz within 3s even
+// when a check hangs; a hung check is not started again until it returns.
+// Refused calls are counted in loam.server.rejected_calls by reason
+// (concurrency_limit, rate_limit, malformed_request) and rpc.method. A
+// request whose bytes do not decode is INVALID_ARGUMENT, not INTERNAL.
+//
+// # Drain and reload
+//
+// The first SIGTERM or SIGINT drains; a second one cuts the drain short.
+// When calls had to be cancelled to finish the drain, Serve and Shutdown
+// return ErrCallsCut, and a service's main exits non-zero. Reload applies
+// a changed configuration while the server runs, as far as it can (roles,
+// rules, log level, fault injection, Loam's own limits), and names the
+// keys that need a restart.
+//
 // # Errors
 //
 // New fails with every problem of the configuration named by key; Check

@@ -21,8 +21,9 @@ const (
 
 // faults injects the configured delays and aborts.
 type faults struct {
-	rules       []faultRule
-	fromHeaders bool
+	rules          []faultRule
+	fromHeaders    bool
+	maxHeaderDelay time.Duration
 }
 
 type faultRule struct {
@@ -42,16 +43,19 @@ func newFaults(f Faults, environment string) (*faults, error) {
 	if environment == Production && !f.AllowInProduction {
 		return nil, fmt.Errorf("service.faults.enabled: fault injection refuses to run in production; set service.faults.allow_in_production to mean it")
 	}
-	out := &faults{fromHeaders: f.FromHeaders}
+	out := &faults{fromHeaders: f.FromHeaders, maxHeaderDelay: f.MaxHeaderDelay}
+	if out.maxHeaderDelay == 0 {
+		out.maxHeaderDelay = 10 * time.Second
+	}
 	for _, r := range f.Rules {
 		svc, method, _ := splitMethodPattern(r.Method)
-		fr := faultRule{service: svc, method: method, delay: r.Delay, percent: r.Percent}
+		fr := faultRule{service: svc, method: method, delay: r.Delay, percent: 100}
+		if r.Percent != nil {
+			fr.percent = *r.Percent
+		}
 		if r.Abort != "" {
 			fr.abort, _ = codeByName(r.Abort)
 			fr.aborts = true
-		}
-		if fr.percent == 0 {
-			fr.percent = 100
 		}
 		out.rules = append(out.rules, fr)
 	}
@@ -67,7 +71,7 @@ func (f *faults) inject(ctx context.Context, fullMethod string) error {
 		if r.service != svc || (r.method != "*" && r.method != method) {
 			continue
 		}
-		if r.percent < 100 && rand.Float64()*100 >= r.percent {
+		if r.percent <= 0 || (r.percent < 100 && rand.Float64()*100 >= r.percent) {
 			break
 		}
 		if err := sleep(ctx, r.delay); err != nil {
@@ -86,6 +90,7 @@ func (f *faults) inject(ctx context.Context, fullMethod string) error {
 		if err != nil || d < 0 {
 			return status.Errorf(codes.InvalidArgument, "%s: %q is not a duration", FaultDelayHeader, v[0])
 		}
+		d = min(d, f.maxHeaderDelay)
 		if err := sleep(ctx, d); err != nil {
 			return err
 		}

@@ -10,7 +10,6 @@ import (
 	otelcodes "go.opentelemetry.io/otel/codes"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -20,48 +19,6 @@ const (
 	panicMessage   = "internal error"
 	unknownMessage = "unknown error"
 )
-
-// chain returns the server's interceptors in the order Server documents;
-// a nil slot is left out. tel fills the telemetry slot when telemetry
-// records nothing and needs no stats handler.
-func chain(log *slog.Logger, tel, authn, authz Interceptor, app []Interceptor, f *faults) ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
-	unary := []grpc.UnaryServerInterceptor{recoverUnary(log)}
-	stream := []grpc.StreamServerInterceptor{recoverStream(log)}
-	for _, slot := range append([]Interceptor{tel, authn, authz}, app...) {
-		if slot != nil {
-			unary = append(unary, slot.UnaryInterceptor)
-			stream = append(stream, slot.StreamInterceptor)
-		}
-	}
-	if f != nil {
-		unary = append(unary, f.unary)
-		stream = append(stream, f.stream)
-	}
-	return unary, stream
-}
-
-func recoverUnary(log *slog.Logger) grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
-		defer func() {
-			if r := recover(); r != nil {
-				resp, err = nil, panicked(ctx, log, info.FullMethod, r)
-			}
-		}()
-		resp, err = handler(ctx, req)
-		return resp, sanitize(ctx, log, info.FullMethod, err)
-	}
-}
-
-func recoverStream(log *slog.Logger) grpc.StreamServerInterceptor {
-	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
-		defer func() {
-			if r := recover(); r != nil {
-				err = panicked(ss.Context(), log, info.FullMethod, r)
-			}
-		}()
-		return sanitize(ss.Context(), log, info.FullMethod, handler(srv, ss))
-	}
-}
 
 // panicked records a handler's panic with its stack in the log and the
 // span, and returns the generic error the client sees.

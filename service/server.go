@@ -11,16 +11,18 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/loamhq/loam/authn"
-	"github.com/loamhq/loam/authz"
 	"github.com/loamhq/loam/cache"
 	"github.com/loamhq/loam/telemetry"
 )
@@ -203,7 +205,6 @@ type Server struct {
 	ownTel bool
 	log    *slog.Logger
 	health *health.Server
-	faults *faults
 	creds  credentials.TransportCredentials // nil for plaintext
 	tlsRel *tlsReloader                     // nil unless from service.tls
 	cache  *cache.Store
@@ -215,12 +216,23 @@ type Server struct {
 	prepareErr error
 	grpc       *grpc.Server         // built by prepare
 	authn      *authn.Authenticator // built by prepare from the authn section, or nil
-	authz      *authz.Authorizer    // built by prepare
-	serving    bool
-	draining   bool
-	stopOnce   sync.Once
-	stopped    chan struct{}
-	stopErr    error
+	authzNow   authzSlot            // the authorizer of the access table, set by prepare
+	table      table                // set by prepare
+	entry      *entry               // set by prepare
+	rejected   *rejections          // set by prepare
+	live       atomic.Pointer[live] // set by prepare, replaced by Reload
+	hasRates   bool                 // the chain has the rate-limit link
+	hasFaults  bool                 // the chain has the fault-injection link
+	infos      map[string]grpc.ServiceInfo
+
+	reloadMu sync.Mutex
+	running  Config // the configuration in force, as Reload changed it
+	reloads  metric.Int64Counter
+	serving  bool
+	draining bool
+	stopOnce sync.Once
+	stopped  chan struct{}
+	stopErr  error
 }
 
 type registration struct {
@@ -257,7 +269,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (_ *Server, err error)
 	if cfg.Authn.MTLS && s.o.tls == nil && cfg.Service.TLS.ClientCAFile == "" {
 		errs = append(errs, errors.New("authn.mtls: client certificates need TLS that verifies them: set service.tls with client_ca_file, or use service.WithTLSConfig"))
 	}
-	if s.faults, err = newFaults(cfg.Service.Faults, cfg.Service.environment()); err != nil {
+	if _, err := newFaults(cfg.Service.Faults, cfg.Service.environment()); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -278,6 +290,11 @@ func New(ctx context.Context, cfg Config, opts ...Option) (_ *Server, err error)
 		}()
 	}
 	s.log = s.tel.Logger()
+	// The SDK reports a bad instrument to the global error handler and
+	// returns a no-op one: counting never stops a server.
+	s.reloads, _ = s.tel.MeterProvider().Meter(meterName).Int64Counter("loam.config.reloads",
+		metric.WithDescription("Configuration reloads, by result: applied, unchanged or rejected."),
+		metric.WithUnit("{reload}"))
 	switch {
 	case s.o.tls != nil:
 		s.creds = credentials.NewTLS(s.o.tls)
@@ -465,10 +482,15 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.serving = true
 	s.mu.Unlock()
 
+	// The first SIGTERM or SIGINT drains; a second one during the drain
+	// cuts it short, cancelling the calls in flight.
+	var sigs chan os.Signal
+	var signalled <-chan os.Signal
 	if !s.o.noSignals {
-		var stop context.CancelFunc
-		ctx, stop = signal.NotifyContext(ctx, syscall.SIGTERM, os.Interrupt)
-		defer stop()
+		sigs = make(chan os.Signal, 2)
+		signal.Notify(sigs, syscall.SIGTERM, os.Interrupt)
+		defer signal.Stop(sigs)
+		signalled = sigs
 	}
 	for name := range s.grpc.GetServiceInfo() {
 		s.SetServing(name, true)
@@ -479,7 +501,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 
 	errc := make(chan error, 2)
-	go func() { errc <- s.grpc.Serve(s.o.listener) }()
+	ln := s.o.listener
+	if n := s.cfg.Service.Limits.MaxConnections; n > 0 {
+		ln = netutil.LimitListener(ln, n)
+	}
+	go func() { errc <- s.grpc.Serve(ln) }()
 	if s.admin != nil {
 		go func() { errc <- s.admin.serve(s.o.adminLn) }()
 	}
@@ -490,6 +516,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 		s.log.Info("shutting down", "cause", context.Cause(ctx))
+	case sig := <-signalled:
+		s.log.Info("shutting down", "signal", sig.String())
 	case <-s.stopped:
 	case err := <-errc:
 		// A server closed by a concurrent Shutdown is not a failure.
@@ -499,11 +527,28 @@ func (s *Server) Serve(ctx context.Context) error {
 			s.log.Error("serving failed", "error", err)
 		}
 	}
-	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Service.DrainDelay+s.cfg.Service.ShutdownTimeout+5*time.Second)
+	shutdownCtx, cancel := context.WithTimeoutCause(context.WithoutCancel(ctx),
+		s.cfg.Service.DrainDelay+s.cfg.Service.ShutdownTimeout+5*time.Second, errors.New("shutdown took too long"))
 	defer cancel()
+	if signalled != nil {
+		go func() {
+			select {
+			case sig := <-signalled:
+				s.log.Warn("second signal: cutting the drain short", "signal", sig.String())
+				cancel()
+			case <-shutdownCtx.Done():
+			}
+		}()
+	}
 	err := s.Shutdown(shutdownCtx)
 	return errors.Join(serveErr, err)
 }
+
+// ErrCallsCut is returned by Shutdown and Serve when the drain ended with
+// calls still in flight, which were cancelled: the shutdown timeout ran
+// out, the context ended, or a second signal arrived. A service's main
+// should exit non-zero on it, so the orchestrator records an unclean stop.
+var ErrCallsCut = errors.New("service: in-flight calls were cancelled to finish the drain")
 
 // Shutdown drains the server: health turns NOT_SERVING and /readyz fails,
 // the server keeps serving for service.drain_delay, then stops accepting
@@ -529,10 +574,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 				t.Stop()
 			}
 		}
-		if g := s.GRPC(); g != nil {
-			s.drain(ctx, g)
-		}
 		var errs []error
+		if g := s.GRPC(); g != nil && !s.drain(ctx, g) {
+			errs = append(errs, ErrCallsCut)
+		}
 		if s.admin != nil {
 			if err := s.admin.shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errs = append(errs, fmt.Errorf("admin server: %w", err))
@@ -560,8 +605,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // drain stops g gracefully, cancelling the RPCs still in flight when
-// service.shutdown_timeout runs out or ctx ends.
-func (s *Server) drain(ctx context.Context, g *grpc.Server) {
+// service.shutdown_timeout runs out or ctx ends. It reports whether every
+// call finished on its own.
+func (s *Server) drain(ctx context.Context, g *grpc.Server) bool {
 	drained := make(chan struct{})
 	go func() {
 		g.GracefulStop()
@@ -571,14 +617,15 @@ func (s *Server) drain(ctx context.Context, g *grpc.Server) {
 	defer timer.Stop()
 	select {
 	case <-drained:
+		return true
 	case <-timer.C:
 		s.log.Warn("shutdown timeout: cancelling in-flight RPCs", "timeout", s.cfg.Service.ShutdownTimeout)
-		g.Stop()
 	case <-ctx.Done():
 		s.log.Warn("shutdown cut short: cancelling in-flight RPCs", "cause", context.Cause(ctx))
-		g.Stop()
 	}
+	g.Stop()
 	<-drained
+	return false
 }
 
 // stopUnserved releases what a server that failed to start holds: its

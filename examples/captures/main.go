@@ -14,7 +14,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 
 	"github.com/loamhq/loam/config"
@@ -44,18 +43,16 @@ func run(ctx context.Context, fs *flag.FlagSet, dir string) error {
 	if err != nil {
 		return err
 	}
-	// A new role policy takes effect without a restart; an invalid one is
-	// reported and the last good one stays.
+	// Roles, rules, the log level, fault injection and Loam's own limits
+	// change without a restart; Reload logs what it applied and names what
+	// needs a restart. An invalid change is reported and the last good
+	// configuration stays.
 	w, err := config.Watch[captures.Config](ctx, func(next captures.Config, err error) {
 		if err != nil {
-			slog.Error("configuration change rejected", "error", err)
+			srv.Logger().Error("configuration change rejected", "error", err)
 			return
 		}
-		if a := srv.Authorizer(); a != nil {
-			if err := a.SetPolicy(next.Authz.Roles); err != nil {
-				slog.Error("role policy rejected", "error", err)
-			}
-		}
+		_ = srv.Reload(next.Config) // logs and counts its own outcome
 	}, opts...)
 	if err != nil {
 		return err
