@@ -100,10 +100,10 @@ func New(cfg Config, services map[string]grpc.ServiceInfo, opts ...Option) (*Aut
 	}
 	o := newOptions(opts)
 	a := &Authorizer{
-		methods:     map[string]*method{},
-		declared:    map[string]bool{},
-		scopesGrant: cfg.ScopesGrant,
-		log:         o.logger,
+		methods:      map[string]*method{},
+		declared:     map[string]bool{},
+		scopesGrant:  cfg.ScopesGrant,
+		log:          o.logger,
 		allowLevel:   slog.LevelDebug,
 		denyLevel:    slog.LevelInfo,
 		handlerLevel: slog.LevelDebug,

@@ -27,6 +27,12 @@ Usage:
   loam config validate|explain|diff ...
                  check, explain or compare the configuration of a service
                  ("loam config help" for details)
+  loam proto export DIR
+                 write Loam's .proto files where a service's buf or protoc
+                 finds them ("loam proto help")
+  loam dev issuer [flags]
+                 run a local OpenID Connect issuer for development
+                 ("loam dev help")
   loam version   print the version of Loam this binary was built from
   loam help      print this help
 `
@@ -49,6 +55,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "config":
 		return runConfig(args[1:], stdout, stderr)
+	case "proto":
+		return runProto(args[1:], stdout, stderr)
+	case "dev":
+		return runDev(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "loam", version())
 		return 0
@@ -58,12 +68,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-// version reports the module version of Loam in the running binary, or
-// "(devel)" when it was built from a work tree.
+// version reports the module version of Loam in the running binary: the
+// main module's when loam is built on its own, the dependency's when a
+// service builds it as a tool; "(devel)" from a work tree.
 func version() string {
 	info, ok := debug.ReadBuildInfo()
-	if !ok || info.Main.Version == "" {
+	if !ok {
 		return "(devel)"
 	}
-	return info.Main.Version
+	m := &info.Main
+	for _, d := range info.Deps {
+		if m.Path != loamModule && d.Path == loamModule {
+			m = d
+		}
+	}
+	if m.Replace != nil || m.Version == "" {
+		return "(devel)"
+	}
+	return m.Version
 }
+
+const loamModule = "github.com/loamhq/loam"

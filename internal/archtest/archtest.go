@@ -42,6 +42,7 @@ var Floors = map[string]int{
 	"events":              2,
 	"service":             3,
 	"cmd/loam":            4,
+	"loamtest":            4,
 	"examples":            5,
 }
 

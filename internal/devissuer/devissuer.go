@@ -49,11 +49,24 @@ type Issuer struct {
 // Start starts an issuer on a free loopback port whose tokens are for
 // audience. Close it when done.
 func Start(audience string, clients ...Client) (*Issuer, error) {
+	return StartOn("127.0.0.1:0", audience, clients...)
+}
+
+// StartOn is Start on addr, which must be a loopback address: the issuer
+// mints tokens for anyone who asks.
+func StartOn(addr, audience string, clients ...Client) (*Issuer, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("devissuer: %q: %w", addr, err)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return nil, fmt.Errorf("devissuer: %q is not a loopback address; a development issuer never listens beyond this machine", addr)
+	}
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		return nil, fmt.Errorf("devissuer: generating the signing key: %w", err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("devissuer: %w", err)
 	}
@@ -79,17 +92,78 @@ func Start(audience string, clients ...Client) (*Issuer, error) {
 // Close stops the issuer.
 func (i *Issuer) Close() error { return i.srv.Shutdown(context.Background()) }
 
+// Audience is the aud of the issuer's tokens.
+func (i *Issuer) Audience() string { return i.audience }
+
+// Clients returns the clients of the client credentials grant.
+func (i *Issuer) Clients() []Client {
+	out := make([]Client, 0, len(i.clients))
+	for _, c := range i.clients {
+		out = append(out, c)
+	}
+	return out
+}
+
 // Mint returns an access token for subject with roles, valid for ttl.
 func (i *Issuer) Mint(subject string, roles []string, ttl time.Duration) (string, error) {
-	return i.sign(map[string]any{"sub": subject, "client_id": "loam-dev", "roles": roles}, ttl)
+	return i.MintToken(Token{Subject: subject, Roles: roles, TTL: ttl})
+}
+
+// Token describes a token to mint.
+type Token struct {
+	// Subject is the sub claim.
+	Subject string
+	// Roles go into the "roles" claim; nil leaves the claim out.
+	Roles []string
+	// Scopes go into the "scope" claim, space-separated.
+	Scopes []string
+	// TTL is how long the token is valid from IssuedAt; zero means an hour.
+	TTL time.Duration
+	// IssuedAt is the iat claim; zero means now. A token issued two hours
+	// ago with a TTL of an hour is expired.
+	IssuedAt time.Time
+	// Audience replaces the issuer's audience, to mint a token for another
+	// service.
+	Audience string
+	// ClientID is the client_id claim; empty means "loam-dev".
+	ClientID string
+}
+
+// MintToken returns the access token t describes.
+func (i *Issuer) MintToken(t Token) (string, error) {
+	claims := map[string]any{"sub": t.Subject, "client_id": t.ClientID}
+	if t.ClientID == "" {
+		claims["client_id"] = "loam-dev"
+	}
+	if t.Roles != nil {
+		claims["roles"] = t.Roles
+	}
+	if len(t.Scopes) > 0 {
+		claims["scope"] = strings.Join(t.Scopes, " ")
+	}
+	if t.Audience != "" {
+		claims["aud"] = t.Audience
+	}
+	if t.TTL == 0 {
+		t.TTL = time.Hour
+	}
+	return i.signAt(claims, t.IssuedAt, t.TTL)
 }
 
 func (i *Issuer) sign(claims map[string]any, ttl time.Duration) (string, error) {
-	now := time.Now()
+	return i.signAt(claims, time.Time{}, ttl)
+}
+
+func (i *Issuer) signAt(claims map[string]any, iat time.Time, ttl time.Duration) (string, error) {
+	if iat.IsZero() {
+		iat = time.Now()
+	}
 	claims["iss"] = i.URL
-	claims["aud"] = i.audience
-	claims["iat"] = now.Unix()
-	claims["exp"] = now.Add(ttl).Unix()
+	if _, ok := claims["aud"]; !ok {
+		claims["aud"] = i.audience
+	}
+	claims["iat"] = iat.Unix()
+	claims["exp"] = iat.Add(ttl).Unix()
 	claims["jti"] = rand.Text()
 	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: i.key},
 		(&jose.SignerOptions{}).WithType("at+jwt").WithHeader("kid", i.keyID))

@@ -119,3 +119,32 @@ func TestIssuer(t *testing.T) {
 		})
 	}
 }
+
+func TestMintToken(t *testing.T) {
+	i, err := Start("trees")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer i.Close()
+	hourAgo := time.Now().Add(-2 * time.Hour)
+	tok, err := i.MintToken(Token{Subject: "ann", Scopes: []string{"a", "b"}, IssuedAt: hourAgo, TTL: time.Hour, Audience: "other"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims, _ := verify(t, i, tok)
+	if claims["aud"] != "other" || claims["scope"] != "a b" || claims["exp"].(float64) > float64(time.Now().Unix()) {
+		t.Errorf("claims = %v, want aud other, scope \"a b\", expired", claims)
+	}
+	if _, ok := claims["roles"]; ok {
+		t.Errorf("claims = %v, want no roles claim for nil Roles", claims)
+	}
+}
+
+func TestStartOnRefusesNonLoopback(t *testing.T) {
+	for _, addr := range []string{"0.0.0.0:0", "192.0.2.1:9400", "nonsense"} {
+		if i, err := StartOn(addr, "trees"); err == nil {
+			i.Close()
+			t.Errorf("StartOn(%q) = nil error, want a refusal", addr)
+		}
+	}
+}

@@ -18,7 +18,7 @@ import (
 
 	"github.com/loamhq/loam/examples/internal/captures"
 	capturesv1 "github.com/loamhq/loam/examples/proto/captures/v1"
-	"github.com/loamhq/loam/internal/devissuer"
+	"github.com/loamhq/loam/loamtest"
 	"github.com/loamhq/loam/service"
 	"github.com/loamhq/loam/telemetry"
 )
@@ -52,7 +52,7 @@ type result struct {
 
 // env is a running demo: issuer, service, telemetry, callers.
 type env struct {
-	issuer *devissuer.Issuer
+	issuer *loamtest.Issuer
 	srv    *service.Server
 	spans  *tracetest.InMemoryExporter
 	tel    *telemetry.Telemetry
@@ -63,7 +63,7 @@ type env struct {
 // start starts the issuer and the captures service, and connects the
 // personas. logs receives the service's own log.
 func start(ctx context.Context, logs io.Writer) (*env, error) {
-	issuer, err := devissuer.Start(captures.Audience)
+	issuer, err := loamtest.StartIssuer(captures.Audience)
 	if err != nil {
 		return nil, err
 	}
@@ -75,7 +75,7 @@ func start(ctx context.Context, logs io.Writer) (*env, error) {
 		issuer.Close()
 		return nil, err
 	}
-	e.srv, err = captures.NewServer(ctx, captures.LocalConfig(issuer.URL), service.WithTelemetry(e.tel), service.WithoutSignals())
+	e.srv, err = captures.NewServer(ctx, captures.LocalConfig(issuer.URL()), service.WithTelemetry(e.tel), service.WithoutSignals())
 	if err == nil {
 		err = e.srv.Listen()
 	}
@@ -95,11 +95,11 @@ func start(ctx context.Context, logs io.Writer) (*env, error) {
 	for key, p := range e.people {
 		opts := []service.DialOption{service.WithClientTelemetry(e.tel)}
 		if p.subject != "" {
-			ttl := time.Hour
+			mint := []loamtest.TokenOption{loamtest.Roles(p.roles...)}
 			if key == "mallory" {
-				ttl = -2 * time.Minute // expired beyond the 30s leeway
+				mint = append(mint, loamtest.Expired())
 			}
-			if p.token, err = issuer.Mint(p.subject, p.roles, ttl); err != nil {
+			if p.token, err = issuer.Mint(p.subject, mint...); err != nil {
 				e.close()
 				return nil, err
 			}
@@ -258,7 +258,7 @@ func run(ctx context.Context, out io.Writer, logs io.Writer, serve bool) error {
 		return err
 	}
 	defer e.close()
-	fmt.Fprintf(out, "Loam demo: the captures service on %s, tokens from a local OIDC issuer at %s\n\n", e.srv.Addr(), e.issuer.URL)
+	fmt.Fprintf(out, "Loam demo: the captures service on %s, tokens from a local OIDC issuer at %s\n\n", e.srv.Addr(), e.issuer.URL())
 	results := e.play(ctx)
 	unexpected := report(out, results)
 	if unexpected > 0 {
