@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -104,6 +105,39 @@ func ExampleExplain() {
 	// service.name = captures (file base.yaml:2)
 	// service.port = 9191 (env EXAMPLE_SERVICE__PORT)
 	// service.timeout = 5s (default)
+}
+
+func ExampleWithLogger() {
+	dir := exampleDir(map[string]string{
+		"base.yaml":    "service:\n  name: captures\n",
+		"staging.yaml": "service:\n  port: 9090\n",
+	})
+	defer os.RemoveAll(dir)
+	// Print warnings without the time, and the path without the temporary
+	// directory, so the output is stable.
+	log := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{
+		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			switch a.Key {
+			case slog.TimeKey:
+				return slog.Attr{}
+			case "path":
+				a.Value = slog.StringValue(filepath.Base(a.Value.String()))
+			}
+			return a
+		},
+	}))
+
+	// "prod" has no file, while staging has one: a misspelt environment.
+	cfg, err := config.Load[ServiceConfig](context.Background(),
+		config.WithDir(dir), config.WithEnvironment("prod"), config.WithLogger(log))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(cfg.Service.Name, cfg.Service.Port)
+	// Output:
+	// level=WARN msg="no configuration file for the environment" environment=prod path=prod.{yaml,yml,json,toml}
+	// captures 8080
 }
 
 func ExampleSecret() {

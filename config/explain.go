@@ -26,10 +26,13 @@ type Entry struct {
 //
 // When the configuration is invalid Explain returns the entries it could
 // build together with the *Error, so a tool can show what was set where;
-// unknown keys are listed too. Other errors return no entries. Explain is
-// safe for concurrent use.
+// unknown keys are listed too. Other errors return no entries. Warnings go
+// to the logger of WithLogger, as for Load. Explain is safe for concurrent
+// use.
 func Explain[T any](ctx context.Context, opts ...Option) ([]Entry, error) {
-	_, st, err := load[T](ctx, newOptions(opts))
+	o := newOptions(opts)
+	_, st, err := load[T](ctx, o)
+	st.logWarnings(ctx, o.logger)
 	if st == nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"io/fs"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -82,7 +83,9 @@ func TestLoadEnvironmentChoice(t *testing.T) {
 			if err := fs.Parse(tt.flags); err != nil {
 				t.Fatal(err)
 			}
-			opts := append([]config.Option{config.WithDir(dir), config.WithFlags(fs)}, tt.opt...)
+			// Environments without a file are warned of; TestLoadWarnings checks it.
+			quiet := config.WithLogger(slog.New(slog.DiscardHandler))
+			opts := append([]config.Option{config.WithDir(dir), config.WithFlags(fs), quiet}, tt.opt...)
 			got, err := config.Load[testConfig](context.Background(), opts...)
 			if err != nil {
 				t.Fatalf("Load() error = %v", err)
