@@ -29,7 +29,10 @@ import (
 // T must be a struct. Its keys are named by `koanf:"name"` tags (the
 // lower-cased field name without one); nested structs and pointers to
 // structs are sections, maps accept any sub-key, and a map field tagged
-// `koanf:",remain"` takes the keys of its section that no field names.
+// `koanf:",remain"` takes the keys of its section that no field names,
+// except a likely misspelling of a field's key (one edit away, or two for
+// keys of six letters or more, a swap of neighbouring letters counting as
+// one), which is an unknown key with a suggestion.
 //
 // When the configuration is invalid Load returns the zero T and an *Error
 // holding every problem found. It returns ctx.Err() unwrapped if ctx is done

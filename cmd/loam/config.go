@@ -36,7 +36,10 @@ one <environment>.* file per environment, in YAML, JSON or TOML.
             owns (SECTIONS). Other top-level sections
             are application sections: only the service's own config.Load,
             which knows their types, can check them, and validate lists them
-            as unchecked.
+            as unchecked. A top-level key one letter away from the name of
+            a Loam section (two for names of six letters or more), such as
+            telemtry, is a misspelling and an error, not an application
+            section: name application sections apart from Loam's.
   explain   prints every effective key of one environment (default: LOAM_ENV,
             else development), its value and the file and line that set it.
   diff      compares two environments: keys whose values differ, keys present
@@ -219,8 +222,15 @@ func (c *configCmd) validate() int {
 		if code != 0 {
 			return code
 		}
+		// A misspelt Loam section is a problem, not an application section.
+		problemAt := map[string]bool{}
+		if cerr != nil {
+			for _, f := range cerr.Fields {
+				problemAt[f.Path] = true
+			}
+		}
 		for _, e := range entries {
-			if top, _, _ := strings.Cut(e.Key, "."); !slices.Contains(knownSections(), top) {
+			if top, _, _ := strings.Cut(e.Key, "."); !slices.Contains(knownSections(), top) && !problemAt[top] {
 				app[top] = true
 			}
 		}
