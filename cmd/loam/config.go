@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"os"
 	"path/filepath"
@@ -51,6 +52,11 @@ are printed as [redacted]: in Loam's sections by their type; in application
 sections, whose types the command does not know, every key whose last part
 contains secret, password, passwd, token, key, credential or private, erring
 on the side of hiding.
+
+Warnings point at what is valid but likely a mistake, such as an environment
+named with --env that has no file while others have one, or an environment
+file that sets no key. validate prints them with its report, explain and diff
+on stderr; they do not change the exit status.
 
 Exit status: 0 ok, 1 invalid configuration (or drift with --fail-on-drift),
 2 usage error.
@@ -176,29 +182,80 @@ func (c *configCmd) usage(format string, args ...any) int {
 	return 2
 }
 
-// load explains one environment; a non-nil problems is an invalid config,
-// a non-zero code an error already printed.
-func (c *configCmd) load(env string) ([]config.Entry, *config.Error, int) {
-	entries, err := config.Explain[loamSections](context.Background(),
-		config.WithDir(c.dir), config.WithEnvironment(env))
-	var cerr *config.Error
-	if errors.As(err, &cerr) {
-		return entries, cerr, 0
-	}
-	if err != nil {
-		fmt.Fprintln(c.stderr, "loam config:", err)
-		return nil, nil, 1
-	}
-	return entries, nil, 0
+// loaded is one environment as the command found it.
+type loaded struct {
+	entries  []config.Entry
+	problems []config.FieldError // the configuration is invalid when there is one
+	warnings []config.FieldError // what deserves attention but is valid
 }
 
-// problemJSON is one problem in --json output.
+// load explains one environment; a non-zero code is an error already
+// printed.
+func (c *configCmd) load(env string) (*loaded, int) {
+	l := &loaded{}
+	entries, err := config.Explain[loamSections](context.Background(),
+		config.WithDir(c.dir), config.WithEnvironment(env), config.WithLogger(slog.New(warningLog{&l.warnings})))
+	var cerr *config.Error
+	switch {
+	case errors.As(err, &cerr):
+		l.problems = cerr.Fields
+	case err != nil:
+		fmt.Fprintln(c.stderr, "loam config:", err)
+		return nil, 1
+	}
+	l.entries = entries
+	return l, 0
+}
+
+// warningLog is the slog.Handler through which config hands the command
+// its warnings: each record is one, its "path" attribute the file.
+type warningLog struct{ warnings *[]config.FieldError }
+
+func (h warningLog) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+func (h warningLog) WithAttrs([]slog.Attr) slog.Handler           { return h }
+func (h warningLog) WithGroup(string) slog.Handler                { return h }
+
+func (h warningLog) Handle(_ context.Context, r slog.Record) error {
+	w := config.FieldError{Msg: r.Message}
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "path" {
+			w.Source = config.Source{Kind: config.SourceFile, Name: a.Value.String()}
+		}
+		return true
+	})
+	*h.warnings = append(*h.warnings, w)
+	return nil
+}
+
+// problemJSON is one problem or warning in --json output.
 type problemJSON struct {
 	Environments []string `json:"environments"`
 	Key          string   `json:"key,omitempty"`
 	Source       string   `json:"source,omitempty"`
 	Message      string   `json:"message"`
 	Text         string   `json:"text"`
+}
+
+// findings gathers the problems or the warnings of several environments,
+// listing one found in several once, with all their names.
+type findings struct {
+	list   []*problemJSON
+	byText map[string]*problemJSON
+}
+
+func (fs *findings) add(env string, f config.FieldError) {
+	p := fs.byText[f.Error()]
+	if p == nil {
+		p = &problemJSON{Key: f.Path, Message: f.Msg, Text: f.Error()}
+		if f.Source.Kind != config.SourceUnset {
+			p.Source = f.Source.String()
+		}
+		if fs.byText == nil {
+			fs.byText = map[string]*problemJSON{}
+		}
+		fs.byText[f.Error()], fs.list = p, append(fs.list, p)
+	}
+	p.Environments = append(p.Environments, env)
 }
 
 func (c *configCmd) validate() int {
@@ -214,39 +271,26 @@ func (c *configCmd) validate() int {
 			envs = envList{"development"}
 		}
 	}
-	problems := []*problemJSON{}
-	byText := map[string]*problemJSON{}
+	problems, warnings := findings{list: []*problemJSON{}}, findings{list: []*problemJSON{}}
 	app := map[string]bool{}
 	for _, env := range envs {
-		entries, cerr, code := c.load(env)
+		l, code := c.load(env)
 		if code != 0 {
 			return code
 		}
 		// A misspelt Loam section is a problem, not an application section.
 		problemAt := map[string]bool{}
-		if cerr != nil {
-			for _, f := range cerr.Fields {
-				problemAt[f.Path] = true
-			}
+		for _, f := range l.problems {
+			problemAt[f.Path] = true
+			problems.add(env, f)
 		}
-		for _, e := range entries {
+		for _, f := range l.warnings {
+			warnings.add(env, f)
+		}
+		for _, e := range l.entries {
 			if top, _, _ := strings.Cut(e.Key, "."); !slices.Contains(knownSections(), top) && !problemAt[top] {
 				app[top] = true
 			}
-		}
-		if cerr == nil {
-			continue
-		}
-		for _, f := range cerr.Fields {
-			p := byText[f.Error()]
-			if p == nil {
-				p = &problemJSON{Key: f.Path, Message: f.Msg, Text: f.Error()}
-				if f.Source.Kind != config.SourceUnset {
-					p.Source = f.Source.String()
-				}
-				byText[f.Error()], problems = p, append(problems, p)
-			}
-			p.Environments = append(p.Environments, env)
 		}
 	}
 	appSections := slices.Sorted(maps.Keys(app))
@@ -255,23 +299,27 @@ func (c *configCmd) validate() int {
 			OK                  bool           `json:"ok"`
 			Environments        []string       `json:"environments"`
 			Problems            []*problemJSON `json:"problems"`
+			Warnings            []*problemJSON `json:"warnings"`
 			LoamSections        []string       `json:"loam_sections"`
 			ApplicationSections []string       `json:"application_sections"`
-		}{len(problems) == 0, envs, problems, append([]string{}, knownSections()...), appSections})
+		}{len(problems.list) == 0, envs, problems.list, warnings.list, append([]string{}, knownSections()...), appSections})
 	} else {
-		for _, p := range problems {
+		for _, p := range problems.list {
 			fmt.Fprintf(c.stdout, "%s: %s\n", strings.Join(p.Environments, ", "), p.Text)
 		}
-		if len(problems) == 0 {
+		for _, p := range warnings.list {
+			fmt.Fprintf(c.stdout, "%s: warning: %s\n", strings.Join(p.Environments, ", "), p.Text)
+		}
+		if len(problems.list) == 0 {
 			fmt.Fprintf(c.stdout, "ok: %s\n", strings.Join(envs, ", "))
 		} else {
-			fmt.Fprintf(c.stdout, "%d problems in %s\n", len(problems), c.dir)
+			fmt.Fprintf(c.stdout, "%d problems in %s\n", len(problems.list), c.dir)
 		}
 		if len(appSections) > 0 {
 			fmt.Fprintf(c.stdout, "not checked (application sections, checked by the service's config.Load): %s\n", strings.Join(appSections, ", "))
 		}
 	}
-	if len(problems) > 0 {
+	if len(problems.list) > 0 {
 		return 1
 	}
 	return 0
@@ -316,13 +364,13 @@ func (c *configCmd) explain() int {
 		return c.usage("explain takes one --env, got %d", len(c.envs))
 	}
 	env := c.environment()
-	entries, cerr, code := c.load(env)
+	l, code := c.load(env)
 	if code != 0 {
 		return code
 	}
 	if c.json {
 		out := []entryJSON{}
-		for _, e := range entries {
+		for _, e := range l.entries {
 			out = append(out, entryJSON{e.Key, displayValue(e), e.Source.String()})
 		}
 		c.writeJSON(struct {
@@ -332,23 +380,27 @@ func (c *configCmd) explain() int {
 	} else {
 		tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
 		fmt.Fprintf(tw, "KEY\tVALUE (%s)\tSOURCE\n", env)
-		for _, e := range entries {
+		for _, e := range l.entries {
 			fmt.Fprintf(tw, "%s\t%s\t%s\n", e.Key, displayValue(e), e.Source)
 		}
 		_ = tw.Flush()
 	}
-	return c.reportInvalid(env, cerr)
+	return c.report(env, l)
 }
 
-// reportInvalid prints a load's problems to stderr and returns the exit code.
-func (c *configCmd) reportInvalid(env string, cerr *config.Error) int {
-	if cerr == nil {
-		return 0
+// report prints a load's warnings and problems to stderr and returns the
+// exit code.
+func (c *configCmd) report(env string, l *loaded) int {
+	for _, f := range l.warnings {
+		fmt.Fprintf(c.stderr, "%s: warning: %s\n", env, f.Error())
 	}
-	for _, f := range cerr.Fields {
+	for _, f := range l.problems {
 		fmt.Fprintf(c.stderr, "%s: %s\n", env, f.Error())
 	}
-	return 1
+	if len(l.problems) > 0 {
+		return 1
+	}
+	return 0
 }
 
 // driftJSON is one differing key in --json output.
@@ -367,13 +419,13 @@ func (c *configCmd) diff() int {
 	var sides [2]map[string]config.Entry
 	code := 0
 	for i, env := range envs {
-		entries, cerr, c2 := c.load(env)
+		l, c2 := c.load(env)
 		if c2 != 0 {
 			return c2
 		}
-		code = max(code, c.reportInvalid(env, cerr))
+		code = max(code, c.report(env, l))
 		sides[i] = map[string]config.Entry{}
-		for _, e := range entries {
+		for _, e := range l.entries {
 			sides[i][e.Key] = e
 		}
 	}

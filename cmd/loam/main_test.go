@@ -28,6 +28,10 @@ func TestRun(t *testing.T) {
 		{name: "config: missing directory", args: []string{"config", "validate", "testdata/nope"}, wantCode: 1, wantStderr: "no such file or directory"},
 		{name: "config: drift fails with --fail-on-drift", args: []string{"config", "diff", "--env", "staging", "--env", "production", "--fail-on-drift", "testdata/config"}, wantCode: 1, wantStdout: "changed"},
 		{name: "config: no drift", args: []string{"config", "diff", "--env", "qa", "--env", "uat", "--fail-on-drift", "testdata/config"}, wantCode: 0, wantStdout: "no drift between qa and uat"},
+		{name: "config: explain warns of an environment without a file", args: []string{"config", "explain", "--env", "qa", "testdata/config"}, wantCode: 0,
+			wantStderr: "qa: warning: testdata/config/qa.{yaml,yml,json,toml}: no configuration file for the environment\n"},
+		{name: "config: validate warns of an environment without a file", args: []string{"config", "validate", "--env", "qa", "testdata/config"}, wantCode: 0,
+			wantStdout: "qa: warning: testdata/config/qa.{yaml,yml,json,toml}: no configuration file for the environment\nok: qa\n"},
 		{name: "config: explain of an invalid environment", args: []string{"config", "explain", "--env", "staging", "testdata/invalid"}, wantCode: 1, wantStderr: "staging: testdata/invalid/base.yaml:3: YAML:"},
 		{name: "config: diff of an invalid environment", args: []string{"config", "diff", "--env", "staging", "--env", "production", "testdata/invalid"}, wantCode: 1, wantStderr: "staging: testdata/invalid/staging.json:4: JSON:"},
 	}
