@@ -79,7 +79,8 @@
 //
 // # Provenance and reload
 //
-// Explain lists every effective key with its value and the layer that set
+// Explain lists every effective key with its value (lists and maps in YAML
+// flow style, secrets that are set as "[redacted]") and the layer that set
 // it ("file config/base.yaml:12", "env CAPTURES_SERVICE__PORT",
 // "flag --service.port", "default"). Watch reloads on file changes and
 // hands each new valid value to a callback, keeping the last good one when

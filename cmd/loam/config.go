@@ -43,15 +43,24 @@ one <environment>.* file per environment, in YAML, JSON or TOML.
             section: name application sections apart from Loam's.
   explain   prints every effective key of one environment (default: LOAM_ENV,
             else development), its value and the file and line that set it.
+            Lists and maps print in YAML flow style ([a, b]), and as JSON
+            arrays and objects with --json. A setting the server derives
+            (the environment's name, reflection, a zero that means a
+            default) shows the value the server uses, with the source
+            "derived" ("derived from ..." when it replaces a value a file
+            set), assuming the service runs with LOAM_ENV naming the
+            environment.
   diff      compares two environments: keys whose values differ, keys present
             in one only, and keys one inherits from base while the other sets
-            them itself. --fail-on-drift exits 1 when there is any.
+            them itself, with derived values as explain shows them.
+            --fail-on-drift exits 1 when there is any.
 
 The loam command reads files only, not environment variables or flags. Secrets
-are printed as [redacted]: in Loam's sections by their type; in application
-sections, whose types the command does not know, every key whose last part
-contains secret, password, passwd, token, key, credential or private, erring
-on the side of hiding.
+that are set are printed as [redacted] (an unset or empty one prints empty): in
+Loam's sections by their type; in application sections, whose types the
+command does not know, every key whose last part contains secret, password,
+passwd, token, key, credential or private, and every list or map that holds
+such a key, erring on the side of hiding.
 
 Warnings point at what is valid but likely a mistake, such as an environment
 named with --env that has no file while others have one, or an environment
@@ -184,7 +193,7 @@ func (c *configCmd) usage(format string, args ...any) int {
 
 // loaded is one environment as the command found it.
 type loaded struct {
-	entries  []config.Entry
+	entries  []entry
 	problems []config.FieldError // the configuration is invalid when there is one
 	warnings []config.FieldError // what deserves attention but is valid
 }
@@ -193,7 +202,7 @@ type loaded struct {
 // printed.
 func (c *configCmd) load(env string) (*loaded, int) {
 	l := &loaded{}
-	entries, err := config.Explain[loamSections](context.Background(),
+	es, err := config.Explain[loamSections](context.Background(),
 		config.WithDir(c.dir), config.WithEnvironment(env), config.WithLogger(slog.New(warningLog{&l.warnings})))
 	var cerr *config.Error
 	switch {
@@ -203,7 +212,18 @@ func (c *configCmd) load(env string) (*loaded, int) {
 		fmt.Fprintln(c.stderr, "loam config:", err)
 		return nil, 1
 	}
-	l.entries = entries
+	l.entries = entries(es)
+	if len(l.problems) > 0 {
+		return l, 0
+	}
+	// The values, typed, for the settings the server derives from them.
+	cfg, err := config.Load[loamSections](context.Background(),
+		config.WithDir(c.dir), config.WithEnvironment(env), config.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		fmt.Fprintln(c.stderr, "loam config:", err)
+		return nil, 1
+	}
+	derive(l.entries, cfg.Config, env)
 	return l, 0
 }
 
@@ -339,18 +359,8 @@ func (c *configCmd) environment() string {
 // entryJSON is one key in --json output.
 type entryJSON struct {
 	Key    string `json:"key,omitempty"` // empty inside a diff
-	Value  string `json:"value"`
+	Value  any    `json:"value"`         // a string, or a list or map
 	Source string `json:"source"`
-}
-
-// displayValue redacts secrets. Loam's own sections are typed, so
-// config.Explain has redacted their config.Secret values already; the
-// application's sections are not, so their keys are judged by name.
-func displayValue(e config.Entry) string {
-	if !inLoamSection(e.Key) && isSecretKey(e.Key) {
-		return "[redacted]"
-	}
-	return e.Value
 }
 
 // inLoamSection reports whether key lies in one of Loam's own sections.
@@ -371,7 +381,7 @@ func (c *configCmd) explain() int {
 	if c.json {
 		out := []entryJSON{}
 		for _, e := range l.entries {
-			out = append(out, entryJSON{e.Key, displayValue(e), e.Source.String()})
+			out = append(out, entryJSON{e.Key, e.data(), e.source()})
 		}
 		c.writeJSON(struct {
 			Environment string      `json:"environment"`
@@ -381,7 +391,7 @@ func (c *configCmd) explain() int {
 		tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
 		fmt.Fprintf(tw, "KEY\tVALUE (%s)\tSOURCE\n", env)
 		for _, e := range l.entries {
-			fmt.Fprintf(tw, "%s\t%s\t%s\n", e.Key, displayValue(e), e.Source)
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", e.Key, e.Value, e.source())
 		}
 		_ = tw.Flush()
 	}
@@ -416,7 +426,7 @@ func (c *configCmd) diff() int {
 		return c.usage("diff takes exactly two --env, got %d", len(c.envs))
 	}
 	envs := [2]string{c.envs[0], c.envs[1]}
-	var sides [2]map[string]config.Entry
+	var sides [2]map[string]entry
 	code := 0
 	for i, env := range envs {
 		l, c2 := c.load(env)
@@ -424,7 +434,7 @@ func (c *configCmd) diff() int {
 			return c2
 		}
 		code = max(code, c.report(env, l))
-		sides[i] = map[string]config.Entry{}
+		sides[i] = map[string]entry{}
 		for _, e := range l.entries {
 			sides[i][e.Key] = e
 		}
@@ -444,11 +454,13 @@ func (c *configCmd) diff() int {
 		b, inB := sides[1][key]
 		d := driftJSON{Key: key, Values: map[string]*entryJSON{}}
 		switch {
-		case !inB:
+		case !inB && !placeholder(a, sides[1]):
 			d.Kind, d.Env = "only_in", envs[0]
-		case !inA:
+		case !inA && !placeholder(b, sides[0]):
 			d.Kind, d.Env = "only_in", envs[1]
-		case a.Value != b.Value:
+		case !inA || !inB:
+			continue
+		case a.compare != b.compare:
 			d.Kind = "changed"
 		case c.inherited(a.Source) && !c.inherited(b.Source):
 			d.Kind, d.Env = "set_only_in", envs[1]
@@ -457,9 +469,9 @@ func (c *configCmd) diff() int {
 		default:
 			continue
 		}
-		for i, e := range []config.Entry{a, b} {
+		for i, e := range []entry{a, b} {
 			if []bool{inA, inB}[i] {
-				d.Values[envs[i]] = &entryJSON{Value: displayValue(e), Source: e.Source.String()}
+				d.Values[envs[i]] = &entryJSON{Value: e.data(), Source: e.source()}
 			}
 		}
 		drift = append(drift, d)
@@ -480,9 +492,9 @@ func (c *configCmd) diff() int {
 				kind += " " + d.Env
 			}
 			fmt.Fprintf(tw, "%s\t%s", d.Key, kind)
-			for _, env := range envs {
-				if v := d.Values[env]; v != nil {
-					fmt.Fprintf(tw, "\t%s\t%s", v.Value, v.Source)
+			for i := range envs {
+				if e, ok := sides[i][d.Key]; ok {
+					fmt.Fprintf(tw, "\t%s\t%s", e.Value, e.source())
 				} else {
 					fmt.Fprint(tw, "\t-\t-")
 				}
@@ -495,6 +507,20 @@ func (c *configCmd) diff() int {
 		return 1
 	}
 	return 0
+}
+
+// placeholder reports whether e stands for an unset map whose keys the
+// other side sets: the keys it sets are the drift.
+func placeholder(e entry, other map[string]entry) bool {
+	if e.Source.Kind != config.SourceUnset {
+		return false
+	}
+	for k := range other {
+		if strings.HasPrefix(k, e.Key+".") {
+			return true
+		}
+	}
+	return false
 }
 
 // inherited reports whether a value comes from defaults or the base file
