@@ -33,14 +33,22 @@ one <environment>.* file per environment, in YAML, JSON or TOML.
   validate  checks each named environment (default: every environment that has
             a file in dir) and reports every problem at once: files that do not
             parse, duplicate keys (YAML, TOML), two files for one environment,
-            and unknown keys, type and validation errors in the sections Loam
-            owns (SECTIONS). Other top-level sections
-            are application sections: only the service's own config.Load,
-            which knows their types, can check them, and validate lists them
-            as unchecked. A top-level key one letter away from the name of
-            a Loam section (two for names of six letters or more), such as
-            telemtry, is a misspelling and an error, not an application
-            section: name application sections apart from Loam's.
+            and in the sections Loam owns (SECTIONS)
+            unknown keys, type and validation errors, and the rules the server
+            checks at start-up (service.Config.Validate), applied as a server
+            started with LOAM_ENV naming the environment applies them: in
+            production an issuer or mtls is required, allow_unauthenticated
+            is refused and fault injection needs allow_in_production; TLS
+            files come in pairs; and so on. Reflection turned on in
+            production, and a service.environment that names another
+            environment than the files', are warnings.
+            Other top-level sections are application sections: only the
+            service's own config.Load, which knows their types, can check
+            them, and validate lists them as unchecked. A top-level key one
+            letter away from the name of a Loam section (two for names of six
+            letters or more), such as telemtry, is a misspelling and an
+            error, not an application section: name application sections
+            apart from Loam's.
   explain   prints every effective key of one environment (default: LOAM_ENV,
             else development), its value and the file and line that set it.
             Lists and maps print in YAML flow style ([a, b]), and as JSON
@@ -224,6 +232,8 @@ func (c *configCmd) load(env string) (*loaded, int) {
 		return nil, 1
 	}
 	derive(l.entries, cfg.Config, env)
+	problems, warnings := serverRules(cfg.Config, env, l.entries)
+	l.problems, l.warnings = problems, append(l.warnings, warnings...)
 	return l, 0
 }
 
@@ -264,18 +274,29 @@ type findings struct {
 }
 
 func (fs *findings) add(env string, f config.FieldError) {
-	p := fs.byText[f.Error()]
+	text := findingText(f)
+	p := fs.byText[text]
 	if p == nil {
-		p = &problemJSON{Key: f.Path, Message: f.Msg, Text: f.Error()}
+		p = &problemJSON{Key: f.Path, Message: f.Msg, Text: text}
 		if f.Source.Kind != config.SourceUnset {
 			p.Source = f.Source.String()
 		}
 		if fs.byText == nil {
 			fs.byText = map[string]*problemJSON{}
 		}
-		fs.byText[f.Error()], fs.list = p, append(fs.list, p)
+		fs.byText[text], fs.list = p, append(fs.list, p)
 	}
 	p.Environments = append(p.Environments, env)
+}
+
+// findingText is how the command prints a problem or warning: as
+// config.FieldError does, or its message alone when it names neither a key
+// nor a source.
+func findingText(f config.FieldError) string {
+	if f.Path == "" && f.Source.Kind == config.SourceUnset {
+		return f.Msg
+	}
+	return f.Error()
 }
 
 func (c *configCmd) validate() int {
@@ -313,7 +334,7 @@ func (c *configCmd) validate() int {
 			}
 		}
 	}
-	appSections := slices.Sorted(maps.Keys(app))
+	appSections := append([]string{}, slices.Sorted(maps.Keys(app))...)
 	if c.json {
 		c.writeJSON(struct {
 			OK                  bool           `json:"ok"`
@@ -402,10 +423,10 @@ func (c *configCmd) explain() int {
 // exit code.
 func (c *configCmd) report(env string, l *loaded) int {
 	for _, f := range l.warnings {
-		fmt.Fprintf(c.stderr, "%s: warning: %s\n", env, f.Error())
+		fmt.Fprintf(c.stderr, "%s: warning: %s\n", env, findingText(f))
 	}
 	for _, f := range l.problems {
-		fmt.Fprintf(c.stderr, "%s: %s\n", env, f.Error())
+		fmt.Fprintf(c.stderr, "%s: %s\n", env, findingText(f))
 	}
 	if len(l.problems) > 0 {
 		return 1

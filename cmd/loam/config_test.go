@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -33,6 +35,8 @@ func TestConfigGolden(t *testing.T) {
 		{name: "validate_json", args: []string{"validate", "--json", "testdata/config"}},
 		{name: "validate_invalid", args: []string{"validate", "testdata/invalid"}, wantCode: 1},
 		{name: "validate_bad_sections", args: []string{"validate", "--env", "production", "testdata/badsections"}, wantCode: 1},
+		{name: "validate_production_rules", args: []string{"validate", "testdata/prodrules"}, wantCode: 1},
+		{name: "validate_production_rules_json", args: []string{"validate", "--json", "testdata/prodrules"}, wantCode: 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -137,5 +141,28 @@ func TestFieldByKey(t *testing.T) {
 		if diff := cmp.Diff(tt.want, got); diff != "" {
 			t.Errorf("fieldByKey(%q) mismatch (-want +got):\n%s", tt.key, diff)
 		}
+	}
+}
+
+func TestErrorLines(t *testing.T) {
+	a, b, c := errors.New("service.name: is required"), errors.New("rules./x: bad"), errors.New("roles.y: bad\nand more")
+	tests := []struct {
+		name string
+		err  error
+		want []string
+	}{
+		{name: "nil", err: nil, want: nil},
+		{name: "one", err: a, want: []string{"service.name: is required"}},
+		{name: "joined", err: errors.Join(a, b), want: []string{"service.name: is required", "rules./x: bad"}},
+		{name: "a prefix on a joined error applies to each", err: errors.Join(a, fmt.Errorf("authz: %w", errors.Join(b, c))),
+			want: []string{"service.name: is required", "authz: rules./x: bad", "authz: roles.y: bad", "authz: and more"}},
+		{name: "a wrapped single error", err: fmt.Errorf("authn: %w", a), want: []string{"authn: service.name: is required"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, errorLines(tt.err, "")); diff != "" {
+				t.Errorf("errorLines(%v) mismatch (-want +got):\n%s", tt.err, diff)
+			}
+		})
 	}
 }

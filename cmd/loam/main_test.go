@@ -34,6 +34,10 @@ func TestRun(t *testing.T) {
 			wantStderr: "qa: warning: testdata/config/qa.{yaml,yml,json,toml}: no configuration file for the environment\n"},
 		{name: "config: validate warns of an environment without a file", args: []string{"config", "validate", "--env", "qa", "testdata/config"}, wantCode: 0,
 			wantStdout: "qa: warning: testdata/config/qa.{yaml,yml,json,toml}: no configuration file for the environment\nok: qa\n"},
+		{name: "config: explain applies the production rules", args: []string{"config", "explain", "--env", "production", "testdata/prodrules"}, wantCode: 1,
+			wantStdout: "service.reflection", wantStderr: "production: authn: production requires authentication: set authn.issuers or authn.mtls\n"},
+		{name: "config: diff applies the production rules", args: []string{"config", "diff", "--env", "staging", "--env", "production", "testdata/prodrules"}, wantCode: 1,
+			wantStderr: "staging: warning: service.environment: is \"production\" in the files of environment staging"},
 		{name: "config: explain of an invalid environment", args: []string{"config", "explain", "--env", "staging", "testdata/invalid"}, wantCode: 1, wantStderr: "staging: testdata/invalid/base.yaml:3: YAML:"},
 		{name: "config: diff of an invalid environment", args: []string{"config", "diff", "--env", "staging", "--env", "production", "testdata/invalid"}, wantCode: 1, wantStderr: "staging: testdata/invalid/staging.json:4: JSON:"},
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"reflect"
 	"strings"
@@ -185,4 +186,73 @@ func text(v reflect.Value) string {
 		}
 	}
 	return fmt.Sprint(v.Interface())
+}
+
+// serverRules reports what the server makes of cfg, the configuration
+// loaded from the files of env, before it serves: the problems of
+// service.Config.Validate, the check that New makes, so that the command
+// and start-up never disagree; and as warnings, what start-up allows but
+// likely is a mistake. An environment the files do not name is env, as when
+// LOAM_ENV names it. Each finding carries the source of its key in es.
+func serverRules(cfg service.Config, env string, es []entry) (problems, warnings []config.FieldError) {
+	if cfg.Service.Environment == "" {
+		cfg.Service.Environment = env
+	}
+	for _, line := range errorLines(cfg.Validate(), "") {
+		key, msg, ok := strings.Cut(line, ": ")
+		if !ok || key == "" || strings.ContainsAny(key, " \t") {
+			key, msg = "", line
+		}
+		problems = append(problems, config.FieldError{Path: key, Source: sourceOf(es, key), Msg: msg})
+	}
+	s := cfg.Service
+	if s.Environment != env {
+		warnings = append(warnings, config.FieldError{Path: "service.environment", Source: sourceOf(es, "service.environment"),
+			Msg: fmt.Sprintf("is %q in the files of environment %s: the server runs by the rules of %s", s.Environment, env, s.Environment)})
+	}
+	if s.Environment == service.Production && s.Reflection != nil && *s.Reflection {
+		warnings = append(warnings, config.FieldError{Path: "service.reflection", Source: sourceOf(es, "service.reflection"),
+			Msg: "is on in production, where any caller that reaches the port can list every method and message; start-up allows it, but turn it off unless that is meant"})
+	}
+	return problems, warnings
+}
+
+// errorLines lists the problems in err one per line, each with the prefix
+// that the errors wrapping it add: errors.Join(a, fmt.Errorf("authz: %w",
+// errors.Join(b, c))) gives a, "authz: b" and "authz: c".
+func errorLines(err error, prefix string) []string {
+	if err == nil {
+		return nil
+	}
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		var lines []string
+		for _, e := range joined.Unwrap() {
+			lines = append(lines, errorLines(e, prefix)...)
+		}
+		return lines
+	}
+	if inner := errors.Unwrap(err); inner != nil {
+		if _, joined := inner.(interface{ Unwrap() []error }); joined {
+			if p, ok := strings.CutSuffix(err.Error(), inner.Error()); ok {
+				return errorLines(inner, prefix+p)
+			}
+		}
+	}
+	var lines []string
+	for line := range strings.Lines(err.Error()) {
+		lines = append(lines, prefix+strings.TrimSuffix(line, "\n"))
+	}
+	return lines
+}
+
+// sourceOf is the source of the value of key (an index such as "[0]"
+// dropped) in es, or the zero Source when es has no such key.
+func sourceOf(es []entry, key string) config.Source {
+	key, _, _ = strings.Cut(key, "[")
+	for _, e := range es {
+		if e.Key == key {
+			return e.Source
+		}
+	}
+	return config.Source{}
 }
