@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/loamhq/loam/config"
@@ -138,6 +139,51 @@ func ExampleWithLogger() {
 	// Output:
 	// level=WARN msg="no configuration file for the environment" environment=prod path=prod.{yaml,yml,json,toml}
 	// captures 8080
+}
+
+func ExampleWatch() {
+	dir := exampleDir(map[string]string{
+		"base.yaml":       "service:\n  name: captures\n",
+		"production.yaml": "service:\n  port: 9090\n",
+	})
+	defer os.RemoveAll(dir)
+
+	type change struct {
+		port int
+		err  error
+	}
+	changes := make(chan change, 1)
+	w, err := config.Watch(context.Background(), func(cfg ServiceConfig, err error) {
+		changes <- change{cfg.Service.Port, err}
+	}, config.WithDir(dir), config.WithEnvironment("production"), config.WithDebounce(20*time.Millisecond))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer w.Close()
+	fmt.Println("serving on", w.Current().Service.Port)
+
+	// A good change is applied. Writing a temporary file and renaming it
+	// over the old one replaces it at once, as Kubernetes does.
+	tmp := filepath.Join(dir, ".production.yaml.tmp")
+	_ = os.WriteFile(tmp, []byte("service:\n  port: 9191\n"), 0o600)
+	_ = os.Rename(tmp, filepath.Join(dir, "production.yaml"))
+	c := <-changes
+	fmt.Println("now on", c.port, c.err)
+
+	// A deleted environment file is refused: the service keeps its values
+	// rather than fall back to the base file's.
+	_ = os.Remove(filepath.Join(dir, "production.yaml"))
+	c = <-changes
+	var cerr *config.Error
+	if errors.As(c.err, &cerr) {
+		f := cerr.Fields[0]
+		fmt.Println("still on", c.port, "because", filepath.Base(f.Source.Name), strings.SplitN(f.Msg, ";", 2)[0])
+	}
+	// Output:
+	// serving on 9090
+	// now on 9191 <nil>
+	// still on 9191 because production.yaml was deleted while watching
 }
 
 func ExampleSecret() {

@@ -31,6 +31,24 @@ func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
 	return nil
 }
 
+// replaceFile replaces path at once, by renaming a new file over it, so
+// that no reload can see it half written.
+func replaceFile(t *testing.T, path, content string) {
+	t.Helper()
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
+	writeFile(t, tmp, content)
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func remove(t *testing.T, path string) {
+	t.Helper()
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // warning is a record as the tests compare it.
 type warning struct {
 	level             slog.Level
@@ -144,21 +162,52 @@ func equalWarnings(a, b []warning) bool {
 	return true
 }
 
-// TestLoadWarnsThroughDefaultLogger: without WithLogger, a warning goes to
-// slog.Default, so a service that never asked still hears of it.
-func TestLoadWarnsThroughDefaultLogger(t *testing.T) {
-	rec := &recorder{}
-	old := slog.Default()
-	slog.SetDefault(slog.New(rec))
-	t.Cleanup(func() { slog.SetDefault(old) })
+// TestLoadDefaultLogger: without WithLogger, a warning goes to
+// slog.Default, so a service that never asked still hears of it; a nil
+// logger discards it.
+func TestLoadDefaultLogger(t *testing.T) {
+	tests := []struct {
+		name string
+		opts []config.Option
+		want int // warnings on slog.Default
+	}{
+		{name: "no logger given", want: 1},
+		{name: "nil logger", opts: []config.Option{config.WithLogger(nil)}, want: 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := &recorder{}
+			old := slog.Default()
+			slog.SetDefault(slog.New(rec))
+			t.Cleanup(func() { slog.SetDefault(old) })
 
-	dir := writeDir(t, map[string]string{"base.yaml": "service:\n  name: captures\n", "staging.yaml": ""})
-	if _, err := config.Load[testConfig](t.Context(), config.WithDir(dir), config.WithEnvironment("production")); err != nil {
-		t.Fatal(err)
+			dir := writeDir(t, map[string]string{"base.yaml": "service:\n  name: captures\n", "staging.yaml": ""})
+			opts := append([]config.Option{config.WithDir(dir), config.WithEnvironment("production")}, tt.opts...)
+			if _, err := config.Load[testConfig](t.Context(), opts...); err != nil {
+				t.Fatal(err)
+			}
+			if got := rec.warnings(dir); len(got) != tt.want {
+				t.Errorf("Load() logged %+v to slog.Default, want %d warnings", got, tt.want)
+			}
+		})
 	}
-	if got := rec.warnings(dir); len(got) != 1 || got[0].path != "production.{yaml,yml,json,toml}" {
-		t.Errorf("Load() logged %+v to slog.Default, want one warning naming production.{yaml,yml,json,toml}", got)
+}
+
+// watchProduction watches the production environment of dir until the
+// test ends, sending every update and recording every warning.
+func watchProduction(t *testing.T, dir string) (*config.Watcher[testConfig], <-chan update, *recorder) {
+	t.Helper()
+	rec := &recorder{}
+	updates := make(chan update, 10)
+	w, err := config.Watch(t.Context(), func(c testConfig, err error) {
+		updates <- update{c.Service.Port, err}
+	}, config.WithDir(dir), config.WithEnvironment("production"),
+		config.WithDebounce(20*time.Millisecond), config.WithLogger(slog.New(rec)))
+	if err != nil {
+		t.Fatalf("Watch() = %v", err)
 	}
+	t.Cleanup(func() { w.Close() })
+	return w, updates, rec
 }
 
 // TestWatchKeepsValueWhenFileVanishes: a file the running configuration was
@@ -167,42 +216,42 @@ func TestLoadWarnsThroughDefaultLogger(t *testing.T) {
 func TestWatchKeepsValueWhenFileVanishes(t *testing.T) {
 	for _, tt := range []struct {
 		name, file, msg string
-		vanish          func(path string) error
-		restored        int // the port once the file is back with port 4000
+		vanish          func(t *testing.T, path string)
+		restored        int    // the port once the file is back with port 4000
+		base            string // base.yaml, when not the usual one
+		wantFields      int    // problems in the error, when more than one
 	}{
-		{name: "environment file deleted", file: "production.yaml", msg: "was deleted", vanish: os.Remove, restored: 4000},
+		{name: "environment file deleted", file: "production.yaml", msg: "was deleted", vanish: remove, restored: 4000},
 		{name: "environment file emptied", file: "production.yaml", msg: "was emptied", restored: 4000,
-			vanish: func(p string) error { return os.WriteFile(p, []byte("# emptied\n"), 0o600) }},
-		{name: "base file deleted", file: "base.yaml", msg: "was deleted", vanish: os.Remove, restored: 2000},
+			vanish: func(t *testing.T, p string) { replaceFile(t, p, "# emptied\n") }},
+		{name: "base file deleted", file: "base.yaml", msg: "was deleted", vanish: remove, restored: 2000},
+		{name: "environment file deleted, leaving an invalid configuration", file: "production.yaml", msg: "was deleted",
+			vanish: remove, restored: 4000, base: "service:\n  port: 1000\n", wantFields: 2},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
+			base := "service:\n  name: captures\n  port: 1000\n"
+			if tt.base != "" {
+				base = tt.base
+			}
 			dir := writeDir(t, map[string]string{
-				"base.yaml":       "service:\n  name: captures\n  port: 1000\n",
+				"base.yaml":       base,
 				"production.yaml": "service:\n  name: captures\n  port: 2000\n",
 				"staging.yaml":    "service:\n  port: 3000\n",
 			})
-			rec := &recorder{}
-			updates := make(chan update, 10)
-			w, err := config.Watch(t.Context(), func(c testConfig, err error) {
-				updates <- update{c.Service.Port, err}
-			}, config.WithDir(dir), config.WithEnvironment("production"),
-				config.WithDebounce(20*time.Millisecond), config.WithLogger(slog.New(rec)))
-			if err != nil {
-				t.Fatalf("Watch() = %v", err)
-			}
-			defer w.Close()
+			w, updates, rec := watchProduction(t, dir)
 
 			path := filepath.Join(dir, tt.file)
-			if err := tt.vanish(path); err != nil {
-				t.Fatal(err)
-			}
+			tt.vanish(t, path)
 			u := next(t, updates)
 			var cerr *config.Error
 			if !errors.As(u.err, &cerr) || u.port != 2000 {
 				t.Fatalf("update after the change = %+v, want port 2000 kept and a *config.Error", u)
 			}
-			if f := cerr.Fields[0]; f.Source.Name != path || !strings.Contains(f.Msg, tt.msg) {
-				t.Errorf("Error.Fields[0] = %#v, want the source %s and a message containing %q", f, path, tt.msg)
+			if f := cerr.Fields[0]; f.Path != "" || f.Source.Name != path || !strings.Contains(f.Msg, tt.msg) {
+				t.Errorf("Error.Fields[0] = %#v, want a file-level problem with the source %s and a message containing %q", f, path, tt.msg)
+			}
+			if want := max(tt.wantFields, 1); len(cerr.Fields) != want {
+				t.Errorf("Error = %v, want %d problems", cerr, want)
 			}
 			if got := w.Current().Service.Port; got != 2000 {
 				t.Errorf("Current().Service.Port = %d, want the last good 2000", got)
@@ -213,7 +262,7 @@ func TestWatchKeepsValueWhenFileVanishes(t *testing.T) {
 
 			// The file back is a good change, delivered even when the value
 			// is the last good one, since it follows a rejected one.
-			writeFile(t, path, "service:\n  name: captures\n  port: 4000\n")
+			replaceFile(t, path, "service:\n  name: captures\n  port: 4000\n")
 			wantPort(t, updates, tt.restored)
 		})
 	}
@@ -223,20 +272,11 @@ func TestWatchKeepsValueWhenFileVanishes(t *testing.T) {
 // file is reported on every reload that applies one, as at start-up.
 func TestWatchWarnsOnReload(t *testing.T) {
 	dir := writeDir(t, map[string]string{"base.yaml": portFile("1000"), "staging.yaml": ""})
-	rec := &recorder{}
-	updates := make(chan update, 10)
-	w, err := config.Watch(t.Context(), func(c testConfig, err error) {
-		updates <- update{c.Service.Port, err}
-	}, config.WithDir(dir), config.WithEnvironment("production"),
-		config.WithDebounce(20*time.Millisecond), config.WithLogger(slog.New(rec)))
-	if err != nil {
-		t.Fatalf("Watch() = %v", err)
-	}
-	defer w.Close()
+	_, updates, rec := watchProduction(t, dir)
 	if got := rec.warnings(dir); len(got) != 1 {
 		t.Fatalf("Watch() logged %+v at start, want one warning", got)
 	}
-	writeFile(t, filepath.Join(dir, "base.yaml"), portFile("2000"))
+	replaceFile(t, filepath.Join(dir, "base.yaml"), portFile("2000"))
 	wantPort(t, updates, 2000)
 	if got := rec.warnings(dir); len(got) != 2 || got[1].path != "production.{yaml,yml,json,toml}" {
 		t.Errorf("after a reload Watch logged %+v, want a second warning naming production.{yaml,yml,json,toml}", got)
