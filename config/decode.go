@@ -97,9 +97,15 @@ func (st *state) decode(root reflect.Value) {
 			}
 			rest := map[string]any{}
 			for k, v := range tree {
-				if _, named := m.sec.children[k]; !named {
-					rest[k] = v
+				if _, named := m.sec.children[k]; named {
+					continue
 				}
+				if name, _ := closest(m.sec, k); misspelt(k, name) {
+					p := join(m.sec.path, k)
+					st.fail(p, st.sourceOf(p), "is not a known key"+suggest(m.sec, p))
+					continue
+				}
+				rest[k] = v
 			}
 			st.set(root, m.n, m.path, rest)
 		}
@@ -312,29 +318,52 @@ func show(v any, secret bool) string {
 	return fmt.Sprint(v)
 }
 
-// suggest proposes the sibling key closest to the unknown one.
+// suggest proposes the sibling key closest to the unknown one, when it is
+// at most two edits away.
 func suggest(sec *node, path string) string {
-	seg := path[strings.LastIndexByte(path, '.')+1:]
-	best, bestDist := "", 3
-	for name := range sec.children {
-		if d := distance(seg, name); d < bestDist || d == bestDist && name < best {
-			best, bestDist = name, d
-		}
-	}
-	if best == "" {
+	best, d := closest(sec, path[strings.LastIndexByte(path, '.')+1:])
+	if best == "" || d > 2 {
 		return ""
 	}
 	return fmt.Sprintf(" (did you mean %s?)", join(sec.path, best))
 }
 
-// distance is the Levenshtein distance between a and b.
+// closest returns the key of sec nearest to seg, the first in order among
+// equals, and its distance; "" when sec has no keys.
+func closest(sec *node, seg string) (best string, dist int) {
+	for name := range sec.children {
+		if d := distance(seg, name); best == "" || d < dist || d == dist && name < best {
+			best, dist = name, d
+		}
+	}
+	return best, dist
+}
+
+// misspelt reports whether key is likely a misspelling of name rather than
+// a name of its own: one edit away, or two when name has six letters or
+// more. A remain map does not take such a key: it is unknown, with a
+// suggestion.
+func misspelt(key, name string) bool {
+	if name == "" || key == name {
+		return false
+	}
+	d := distance(key, name)
+	return d <= 1 || d == 2 && len(name) >= 6
+}
+
+// distance is the optimal string alignment distance between a and b: the
+// Levenshtein distance where swapping two neighbouring letters ("servcie")
+// counts as one edit.
 func distance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
+	rows := [3][]int{} // the rows for a[:i-2], a[:i-1] and a[:i]
+	for r := range rows {
+		rows[r] = make([]int, len(b)+1)
+	}
+	for j := range rows[1] {
+		rows[1][j] = j
 	}
 	for i := 1; i <= len(a); i++ {
-		cur := make([]int, len(b)+1)
+		pp, prev, cur := rows[0], rows[1], rows[2]
 		cur[0] = i
 		for j := 1; j <= len(b); j++ {
 			cost := 1
@@ -342,8 +371,11 @@ func distance(a, b string) int {
 				cost = 0
 			}
 			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				cur[j] = min(cur[j], pp[j-2]+1)
+			}
 		}
-		prev = cur
+		rows[0], rows[1], rows[2] = prev, cur, pp
 	}
-	return prev[len(b)]
+	return rows[1][len(b)]
 }

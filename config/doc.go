@@ -33,8 +33,8 @@
 //
 // Keys are snake_case paths such as telemetry.sampling_ratio, named by
 // `koanf:"..."` struct tags. The directory is WithDir, "config" by default.
-// Either file may be missing; two files for the same environment
-// (base.yaml and base.json) are an error.
+// Either file may be missing (see Warnings); two files for the same
+// environment (base.yaml and base.json) are an error.
 //
 // # Errors
 //
@@ -50,6 +50,27 @@
 //	service.port: 70000 is above the maximum 65535 (set by config/production.yaml:4)
 //	servce: is not a known key (did you mean service?) (set by config/base.yaml:1)
 //
+// # Warnings
+//
+// Some conditions leave the configuration valid but should not go
+// unnoticed. Load, Explain and Watch log them at slog.LevelWarn, with the
+// attributes "environment" and "path" (the file concerned), to the logger of
+// WithLogger, slog.Default() unless set:
+//
+//   - an environment named explicitly (WithEnvironment, --env or LOAM_ENV)
+//     that has no file while the directory holds a file for another
+//     environment: the service runs on the base file and defaults alone,
+//     which is what a misspelt environment name or a file missing from a
+//     mount looks like. The path is the name looked for, such as
+//     config/production.{yaml,yml,json,toml}. The default environment,
+//     development, is exempt when no one named it, and so is a directory
+//     that holds a base file only;
+//   - an environment's file that sets no key (empty, or comments only).
+//
+// Watch logs the warnings of its first load and of each reload it
+// delivers. A file of the running configuration that is deleted or emptied
+// while Watch runs is not a warning but a rejected change (see Watch).
+//
 // # Secrets
 //
 // A Secret field prints as "[redacted]" everywhere: fmt verbs, JSON, text
@@ -58,11 +79,13 @@
 //
 // # Provenance and reload
 //
-// Explain lists every effective key with its value and the layer that set
+// Explain lists every effective key with its value (lists and maps in YAML
+// flow style, secrets that are set as "[redacted]") and the layer that set
 // it ("file config/base.yaml:12", "env CAPTURES_SERVICE__PORT",
 // "flag --service.port", "default"). Watch reloads on file changes and
 // hands each new valid value to a callback, keeping the last good one when
-// a change is invalid. The loam command's "config validate|explain|diff"
+// a change is invalid or deletes or empties a file the last good one was
+// read from. The loam command's "config validate|explain|diff"
 // subcommands apply the same engine to a directory, without the service's
 // types.
 //

@@ -75,10 +75,11 @@ func (s Source) where() string {
 
 // FieldError is one problem found while loading: a key that is unknown,
 // holds a value of the wrong type, fails validation or names a secret file
-// that cannot be read, or a file that does not parse.
+// that cannot be read, or a file that does not parse or, while Watch runs,
+// was deleted or emptied.
 type FieldError struct {
 	// Path is the key path, like "service.port"; empty for a problem with a
-	// whole file (a syntax error).
+	// whole file (a syntax error, a file deleted while watching).
 	Path string
 	// Source is the layer that supplied the bad value; its Kind is
 	// SourceUnset when no layer did (a required key that is missing).

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/loamhq/loam/config"
@@ -104,6 +106,84 @@ func ExampleExplain() {
 	// service.name = captures (file base.yaml:2)
 	// service.port = 9191 (env EXAMPLE_SERVICE__PORT)
 	// service.timeout = 5s (default)
+}
+
+func ExampleWithLogger() {
+	dir := exampleDir(map[string]string{
+		"base.yaml":    "service:\n  name: captures\n",
+		"staging.yaml": "service:\n  port: 9090\n",
+	})
+	defer os.RemoveAll(dir)
+	// Print warnings without the time, and the path without the temporary
+	// directory, so the output is stable.
+	log := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{
+		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			switch a.Key {
+			case slog.TimeKey:
+				return slog.Attr{}
+			case "path":
+				a.Value = slog.StringValue(filepath.Base(a.Value.String()))
+			}
+			return a
+		},
+	}))
+
+	// "prod" has no file, while staging has one: a misspelt environment.
+	cfg, err := config.Load[ServiceConfig](context.Background(),
+		config.WithDir(dir), config.WithEnvironment("prod"), config.WithLogger(log))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(cfg.Service.Name, cfg.Service.Port)
+	// Output:
+	// level=WARN msg="no configuration file for the environment" environment=prod path=prod.{yaml,yml,json,toml}
+	// captures 8080
+}
+
+func ExampleWatch() {
+	dir := exampleDir(map[string]string{
+		"base.yaml":       "service:\n  name: captures\n",
+		"production.yaml": "service:\n  port: 9090\n",
+	})
+	defer os.RemoveAll(dir)
+
+	type change struct {
+		port int
+		err  error
+	}
+	changes := make(chan change, 1)
+	w, err := config.Watch(context.Background(), func(cfg ServiceConfig, err error) {
+		changes <- change{cfg.Service.Port, err}
+	}, config.WithDir(dir), config.WithEnvironment("production"), config.WithDebounce(20*time.Millisecond))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer w.Close()
+	fmt.Println("serving on", w.Current().Service.Port)
+
+	// A good change is applied. Writing a temporary file and renaming it
+	// over the old one replaces it at once, as Kubernetes does.
+	tmp := filepath.Join(dir, ".production.yaml.tmp")
+	_ = os.WriteFile(tmp, []byte("service:\n  port: 9191\n"), 0o600)
+	_ = os.Rename(tmp, filepath.Join(dir, "production.yaml"))
+	c := <-changes
+	fmt.Println("now on", c.port, c.err)
+
+	// A deleted environment file is refused: the service keeps its values
+	// rather than fall back to the base file's.
+	_ = os.Remove(filepath.Join(dir, "production.yaml"))
+	c = <-changes
+	var cerr *config.Error
+	if errors.As(c.err, &cerr) {
+		f := cerr.Fields[0]
+		fmt.Println("still on", c.port, "because", filepath.Base(f.Source.Name), strings.SplitN(f.Msg, ";", 2)[0])
+	}
+	// Output:
+	// serving on 9090
+	// now on 9191 <nil>
+	// still on 9191 because production.yaml was deleted while watching
 }
 
 func ExampleSecret() {

@@ -33,16 +33,16 @@ func TestExplain(t *testing.T) {
 	want := []config.Entry{
 		{Key: "db.password", Value: "[redacted]", Source: config.Source{Kind: config.SourceFile, Name: base, Line: 7}},
 		{Key: "hosts"},
-		{Key: "labels.team", Value: "media", Source: config.Source{Kind: config.SourceFile, Name: base, Line: 5}},
-		{Key: "service.admin_addr", Value: ":9090", Source: def},
-		{Key: "service.listen_addr", Value: ":8080", Source: def},
-		{Key: "service.mode", Value: "degraded", Source: config.Source{Kind: config.SourceEnv, Name: "LOAMTEST_SERVICE__MODE"}},
-		{Key: "service.name", Value: "captures", Source: config.Source{Kind: config.SourceFile, Name: base, Line: 2}},
-		{Key: "service.port", Value: "9100", Source: config.Source{Kind: config.SourceFile, Name: filepath.Join(dir, "production.json")}},
-		{Key: "service.retries", Value: "2", Source: config.Source{Kind: config.SourceFlag, Name: "--service.retries"}},
-		{Key: "service.timeout", Value: "5s", Source: def},
+		{Key: "labels.team", Value: "media", Raw: "media", Source: config.Source{Kind: config.SourceFile, Name: base, Line: 5}},
+		{Key: "service.admin_addr", Value: ":9090", Raw: ":9090", Source: def},
+		{Key: "service.listen_addr", Value: ":8080", Raw: ":8080", Source: def},
+		{Key: "service.mode", Value: "degraded", Raw: "degraded", Source: config.Source{Kind: config.SourceEnv, Name: "LOAMTEST_SERVICE__MODE"}},
+		{Key: "service.name", Value: "captures", Raw: "captures", Source: config.Source{Kind: config.SourceFile, Name: base, Line: 2}},
+		{Key: "service.port", Value: "9100", Raw: float64(9100), Source: config.Source{Kind: config.SourceFile, Name: filepath.Join(dir, "production.json")}},
+		{Key: "service.retries", Value: "2", Raw: "2", Source: config.Source{Kind: config.SourceFlag, Name: "--service.retries"}},
+		{Key: "service.timeout", Value: "5s", Raw: "5s", Source: def},
 		{Key: "telemetry.endpoint"},
-		{Key: "telemetry.sampling_ratio", Value: "1", Source: def},
+		{Key: "telemetry.sampling_ratio", Value: "1", Raw: "1", Source: def},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Explain() mismatch (-want +got):\n%s", diff)
@@ -79,5 +79,83 @@ func TestSourceString(t *testing.T) {
 				t.Errorf("%#v.String() = %q, want %q", tt.src, got, tt.want)
 			}
 		})
+	}
+}
+
+// TestExplainValues: lists and maps read as YAML, and a secret is hidden
+// only when it holds something.
+func TestExplainValues(t *testing.T) {
+	type rule struct {
+		Method string        `koanf:"method"`
+		Token  config.Secret `koanf:"token"`
+	}
+	type cfg struct {
+		Hosts   []string            `koanf:"hosts"`
+		Roles   map[string][]string `koanf:"roles"`
+		Issuers []map[string]any    `koanf:"issuers"`
+		Rules   []rule              `koanf:"rules"`
+		Empty   []string            `koanf:"empty"`
+		Port    int                 `koanf:"port"`
+		Secrets struct {
+			Set   config.Secret `koanf:"set"`
+			Blank config.Secret `koanf:"blank"`
+			Unset config.Secret `koanf:"unset"`
+		} `koanf:"secrets"`
+	}
+	dir := writeDir(t, map[string]string{"base.yaml": `
+hosts: [a, "1", "yes"]
+roles:
+  planter: [captures.create, captures.read]
+issuers:
+  - url: https://id.example.com
+    audiences: [captures]
+rules:
+  - method: /a.B/C
+    token: hunter2
+empty: []
+port: 8080
+secrets:
+  set: hunter2
+  blank: ""
+`})
+	got, err := config.Explain[cfg](t.Context(), config.WithDir(dir))
+	if err != nil {
+		t.Fatalf("Explain() = %v", err)
+	}
+	values := map[string]string{}
+	for _, e := range got {
+		values[e.Key] = e.Value
+	}
+	want := map[string]string{
+		"hosts":         `[a, "1", "yes"]`,
+		"roles.planter": "[captures.create, captures.read]",
+		"issuers":       "[{audiences: [captures], url: 'https://id.example.com'}]",
+		"rules":         "[redacted]",
+		"empty":         "[]",
+		"port":          "8080",
+		"secrets.set":   "[redacted]",
+		"secrets.blank": "",
+		"secrets.unset": "",
+	}
+	if diff := cmp.Diff(want, values); diff != "" {
+		t.Errorf("Explain() values mismatch (-want +got):\n%s", diff)
+	}
+	raws := map[string]any{}
+	for _, e := range got {
+		raws[e.Key] = e.Raw
+	}
+	wantRaw := map[string]any{
+		"hosts":         []any{"a", "1", "yes"},
+		"roles.planter": []any{"captures.create", "captures.read"},
+		"issuers":       []any{map[string]any{"url": "https://id.example.com", "audiences": []any{"captures"}}},
+		"rules":         nil,
+		"empty":         []any{},
+		"port":          8080,
+		"secrets.set":   nil,
+		"secrets.blank": nil,
+		"secrets.unset": nil,
+	}
+	if diff := cmp.Diff(wantRaw, raws); diff != "" {
+		t.Errorf("Explain() raw values mismatch (-want +got):\n%s", diff)
 	}
 }

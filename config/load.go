@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -28,14 +29,19 @@ import (
 // T must be a struct. Its keys are named by `koanf:"name"` tags (the
 // lower-cased field name without one); nested structs and pointers to
 // structs are sections, maps accept any sub-key, and a map field tagged
-// `koanf:",remain"` takes the keys of its section that no field names.
+// `koanf:",remain"` takes the keys of its section that no field names,
+// except a likely misspelling of a field's key (one edit away, or two for
+// keys of six letters or more, a swap of neighbouring letters counting as
+// one), which is an unknown key with a suggestion.
 //
 // When the configuration is invalid Load returns the zero T and an *Error
 // holding every problem found. It returns ctx.Err() unwrapped if ctx is done
 // before it starts, and other errors (an unreadable directory, a bad option)
 // as they are. Load is safe for concurrent use.
 func Load[T any](ctx context.Context, opts ...Option) (T, error) {
-	v, _, err := load[T](ctx, newOptions(opts))
+	o := newOptions(opts)
+	v, st, err := load[T](ctx, o)
+	st.logWarnings(ctx, o.logger)
 	if err != nil {
 		var zero T
 		return zero, err
@@ -52,7 +58,31 @@ type state struct {
 	flat     map[string]any
 	src      map[string]Source
 	problems []FieldError
-	failed   map[string]bool // paths that already have a problem
+	failed   map[string]bool      // paths that already have a problem
+	files    map[string]fileLayer // the file of each file layer, by stem ("base" and the environment)
+	warnings []warning
+}
+
+// fileLayer is the file a file layer was read from.
+type fileLayer struct {
+	path  string
+	empty bool // the file sets no key
+}
+
+// warning is a condition an operator should hear of that leaves the
+// configuration valid. path names the file concerned.
+type warning struct {
+	msg, path string
+}
+
+// logWarnings writes the load's warnings to l; st may be nil.
+func (st *state) logWarnings(ctx context.Context, l *slog.Logger) {
+	if st == nil {
+		return
+	}
+	for _, w := range st.warnings {
+		l.LogAttrs(ctx, slog.LevelWarn, w.msg, slog.String("environment", st.env), slog.String("path", w.path))
+	}
 }
 
 // load is Load, also returning the state for Explain. The value is filled
@@ -66,11 +96,12 @@ func load[T any](ctx context.Context, o options) (T, *state, error) {
 	if err != nil {
 		return out, nil, err
 	}
-	env, err := o.environment()
+	env, explicit, err := o.environment()
 	if err != nil {
 		return out, nil, err
 	}
-	st := &state{env: env, schema: sc, k: koanf.New("."), src: map[string]Source{}, failed: map[string]bool{}}
+	st := &state{env: env, schema: sc, k: koanf.New("."), src: map[string]Source{}, failed: map[string]bool{},
+		files: map[string]fileLayer{}}
 
 	defaults, defaultSrc := map[string]any{}, map[string]Source{}
 	sc.leaves(func(n *node) {
@@ -79,7 +110,7 @@ func load[T any](ctx context.Context, o options) (T, *state, error) {
 		}
 	})
 	st.addFlat(defaults, defaultSrc)
-	if err := st.addFiles(o.dir, o.dirSet, env); err != nil {
+	if err := st.addFiles(o.dir, o.dirSet, explicit); err != nil {
 		return out, nil, err
 	}
 	if o.envPrefix != "" {
@@ -110,9 +141,10 @@ func load[T any](ctx context.Context, o options) (T, *state, error) {
 	return out, st, nil
 }
 
-// environment applies the precedence documented on WithEnvironment.
-func (o options) environment() (string, error) {
-	env := o.env
+// environment applies the precedence documented on WithEnvironment;
+// explicit is false when no option, flag or variable named one.
+func (o options) environment() (env string, explicit bool, err error) {
+	env = o.env
 	if env == "" && o.flags != nil {
 		o.flags.Visit(func(f *flag.Flag) {
 			if f.Name == "env" {
@@ -123,13 +155,14 @@ func (o options) environment() (string, error) {
 	if env == "" {
 		env = os.Getenv("LOAM_ENV")
 	}
+	explicit = env != ""
 	if env == "" {
 		env = "development"
 	}
 	if env == "base" || strings.ContainsAny(env, `/\`) || strings.HasPrefix(env, ".") {
-		return "", fmt.Errorf("config: %q cannot be an environment name", env)
+		return "", false, fmt.Errorf("config: %q cannot be an environment name", env)
 	}
-	return env, nil
+	return env, explicit, nil
 }
 
 func (st *state) fail(path string, src Source, msg string) {
@@ -165,8 +198,11 @@ func (st *state) addFlat(flat map[string]any, src map[string]Source) {
 }
 
 // addFiles merges base.* then <env>.* from dir, recording syntax errors
-// and ambiguous files as problems.
-func (st *state) addFiles(dir string, mustExist bool, env string) error {
+// and ambiguous files as problems, the file of each layer, and the
+// warnings documented in the package doc: an environment named explicitly
+// that has no file while others have one, and an environment file that
+// sets no key.
+func (st *state) addFiles(dir string, mustExist, explicit bool) error {
 	files, err := scanDir(dir)
 	if errors.Is(err, fs.ErrNotExist) && !mustExist {
 		return nil
@@ -174,12 +210,21 @@ func (st *state) addFiles(dir string, mustExist bool, env string) error {
 	if err != nil {
 		return err
 	}
-	for _, stem := range []string{"base", env} {
+	perEnv := false // the directory holds a file for some environment
+	for stem := range files {
+		perEnv = perEnv || stem != "base"
+	}
+	if len(files[st.env]) == 0 && explicit && perEnv {
+		st.warnings = append(st.warnings, warning{"no configuration file for the environment",
+			filepath.Join(dir, st.env) + ".{" + strings.Join(parse.Exts, ",") + "}"})
+	}
+	for _, stem := range []string{"base", st.env} {
 		names := files[stem]
 		if len(names) == 0 {
 			continue
 		}
 		path := filepath.Join(dir, names[0])
+		st.files[stem] = fileLayer{path: path}
 		if len(names) > 1 {
 			st.fail("", Source{Kind: SourceFile, Name: path},
 				fmt.Sprintf("%s is also there; keep one file per environment", filepath.Join(dir, names[1])))
@@ -193,6 +238,12 @@ func (st *state) addFiles(dir string, mustExist bool, env string) error {
 		if se := (*parse.SyntaxError)(nil); errors.As(err, &se) {
 			st.fail("", Source{Kind: SourceFile, Name: path, Line: se.Line}, se.Msg)
 			continue
+		}
+		if len(tree) == 0 {
+			st.files[stem] = fileLayer{path: path, empty: true}
+			if stem == st.env {
+				st.warnings = append(st.warnings, warning{"the environment's configuration file sets no key", path})
+			}
 		}
 		st.add(tree, func(p, _ string) Source { return Source{Kind: SourceFile, Name: path, Line: lines[p]} })
 	}

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"flag"
 	"io/fs"
+	"log/slog"
+	"maps"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -82,7 +85,9 @@ func TestLoadEnvironmentChoice(t *testing.T) {
 			if err := fs.Parse(tt.flags); err != nil {
 				t.Fatal(err)
 			}
-			opts := append([]config.Option{config.WithDir(dir), config.WithFlags(fs)}, tt.opt...)
+			// Environments without a file are warned of; TestLoadWarnings checks it.
+			quiet := config.WithLogger(slog.New(slog.DiscardHandler))
+			opts := append([]config.Option{config.WithDir(dir), config.WithFlags(fs), quiet}, tt.opt...)
 			got, err := config.Load[testConfig](context.Background(), opts...)
 			if err != nil {
 				t.Fatalf("Load() error = %v", err)
@@ -350,5 +355,56 @@ func TestEnvironments(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"production", "staging"}, got); diff != "" {
 		t.Errorf("Environments() mismatch (-want +got):\n%s", diff)
+	}
+}
+
+// openConfig has a remain map: every top-level key that names no section
+// lands in Other, except a misspelling of a section's name.
+type openConfig struct {
+	Service struct {
+		Name string `koanf:"name"`
+	} `koanf:"service"`
+	Telemetry struct {
+		LogLevel string `koanf:"log_level"`
+	} `koanf:"telemetry"`
+	Authn struct {
+		MTLS bool `koanf:"mtls"`
+	} `koanf:"authn"`
+	Other map[string]any `koanf:",remain"`
+}
+
+func TestLoadRemain(t *testing.T) {
+	tests := []struct {
+		name      string
+		file      string
+		wantOther []string // the keys of Other
+		wantErr   string   // the one problem, when there is one
+	}{
+		{name: "other sections are taken", file: "storage:\n  bucket: b\ncache:\n  x: 1\n", wantOther: []string{"cache", "storage"}},
+		{name: "a letter missing", file: "telemtry:\n  log_level: debug\n", wantErr: "telemtry: is not a known key (did you mean telemetry?)"},
+		{name: "two letters swapped", file: "servcie:\n  name: x\n", wantErr: "servcie: is not a known key (did you mean service?)"},
+		{name: "two typos in a long name", file: "telmetri:\n  log_level: debug\n", wantErr: "telmetri: is not a known key (did you mean telemetry?)"},
+		{name: "one typo in a short name", file: "authm:\n  mtls: true\n", wantErr: "authm: is not a known key (did you mean authn?)"},
+		{name: "two typos in a short name are another section", file: "atuh:\n  x: 1\nauxxn:\n  y: 2\n", wantOther: []string{"atuh", "auxxn"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := writeDir(t, map[string]string{"base.yaml": tt.file})
+			got, err := config.Load[openConfig](t.Context(), config.WithDir(dir))
+			if tt.wantErr != "" {
+				var cerr *config.Error
+				if !errors.As(err, &cerr) || len(cerr.Fields) != 1 || !strings.HasPrefix(cerr.Fields[0].Error(), tt.wantErr) {
+					t.Fatalf("Load() = %v, want one problem %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Load() = %v", err)
+			}
+			keys := slices.Sorted(maps.Keys(got.Other))
+			if diff := cmp.Diff(tt.wantOther, keys); diff != "" {
+				t.Errorf("Load().Other keys mismatch (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"flag"
+	"log/slog"
 	"time"
 )
 
@@ -19,10 +20,11 @@ type options struct {
 	envPrefix string
 	flags     *flag.FlagSet
 	debounce  time.Duration
+	logger    *slog.Logger
 }
 
 func newOptions(opts []Option) options {
-	o := options{dir: "config", debounce: 100 * time.Millisecond}
+	o := options{dir: "config", debounce: 100 * time.Millisecond, logger: slog.Default()}
 	for _, opt := range opts {
 		opt.apply(&o)
 	}
@@ -70,4 +72,18 @@ func WithFlags(fs *flag.FlagSet) Option {
 // burst before it reloads. The default is 100ms. Load and Explain ignore it.
 func WithDebounce(d time.Duration) Option {
 	return optionFunc(func(o *options) { o.debounce = d })
+}
+
+// WithLogger sets the logger that Load, Explain and Watch write warnings to:
+// conditions that do not make the configuration invalid but that an
+// operator should hear of (see "Warnings" in the package documentation).
+// The default is slog.Default() at the time of the call; a nil logger
+// discards warnings.
+func WithLogger(l *slog.Logger) Option {
+	return optionFunc(func(o *options) {
+		if l == nil {
+			l = slog.New(slog.DiscardHandler)
+		}
+		o.logger = l
+	})
 }

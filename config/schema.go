@@ -78,7 +78,7 @@ func (s *schema) walk(sec *node, t reflect.Type, index []int, goPath string) err
 			if ft.Kind() != reflect.Map || ft.Key().Kind() != reflect.String {
 				return fmt.Errorf("config: %s.%s: a remain field must be a map with string keys", t, f.Name)
 			}
-			sec.remain = &node{path: sec.path, kind: mapNode, typ: ft, index: idx, secret: holdsSecret(ft)}
+			sec.remain = &node{path: sec.path, kind: mapNode, typ: ft, index: idx, secret: holdsSecret(ft, nil)}
 			s.byGo[goName] = sec.remain
 			continue
 		}
@@ -91,7 +91,7 @@ func (s *schema) walk(sec *node, t reflect.Type, index []int, goPath string) err
 		if name == "" {
 			name = strings.ToLower(f.Name)
 		}
-		n := &node{path: join(sec.path, name), typ: ft, index: idx, secret: holdsSecret(ft)}
+		n := &node{path: join(sec.path, name), typ: ft, index: idx}
 		n.def, n.hasDef = f.Tag.Lookup("default")
 		switch {
 		case isSection(ft):
@@ -104,6 +104,7 @@ func (s *schema) walk(sec *node, t reflect.Type, index []int, goPath string) err
 		default:
 			n.kind = leafNode
 		}
+		n.secret = n.kind != sectionNode && holdsSecret(ft, nil)
 		if _, dup := sec.children[name]; dup {
 			return fmt.Errorf("config: %s: two fields have the key %q", t, n.path)
 		}
@@ -142,15 +143,34 @@ func deref(t reflect.Type) reflect.Type {
 	return t
 }
 
-func holdsSecret(t reflect.Type) bool {
+// holdsSecret reports whether a value of type t is or holds a Secret:
+// through pointers, lists and maps, and in the fields of structs (a list
+// of rules that each carry a token). seen guards against recursive types.
+func holdsSecret(t reflect.Type, seen map[reflect.Type]bool) bool {
 	for {
 		switch t.Kind() {
 		case reflect.Pointer, reflect.Slice, reflect.Array, reflect.Map:
 			t = t.Elem()
 			continue
 		}
-		return t == secretType
+		break
 	}
+	if t == secretType {
+		return true
+	}
+	if t.Kind() != reflect.Struct || seen[t] {
+		return false
+	}
+	if seen == nil {
+		seen = map[reflect.Type]bool{}
+	}
+	seen[t] = true
+	for i := range t.NumField() {
+		if holdsSecret(t.Field(i).Type, seen) {
+			return true
+		}
+	}
+	return false
 }
 
 func join(prefix, key string) string {

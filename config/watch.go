@@ -2,6 +2,7 @@ package config
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"reflect"
@@ -35,12 +36,21 @@ type Watcher[T any] struct {
 // when the new configuration is invalid (err is then usually an *Error),
 // keeping the last good value. onChange must not call Close.
 //
+// A file the last good value was read from (the base file or the
+// environment's) that is deleted, or emptied so that it sets no key, is a
+// rejected change too, never a silent fall back to the other layers: err
+// is an *Error whose file-level problem names the file, and the last good
+// value stays in use until the file sets keys again. A service that means
+// to run without the file restarts. The warnings of a reload that is
+// delivered go to the logger of WithLogger, as Load's do at start-up.
+//
 // If the first load fails Watch returns its error and watches nothing; the
 // directory must exist. Watching stops when ctx is done or Close is called;
 // the Watcher owns its fsnotify watcher and goroutine and releases both.
 func Watch[T any](ctx context.Context, onChange func(T, error), opts ...Option) (*Watcher[T], error) {
 	o := newOptions(opts)
-	v, _, err := load[T](ctx, o)
+	v, st, err := load[T](ctx, o)
+	st.logWarnings(ctx, o.logger)
 	if err != nil {
 		return nil, err
 	}
@@ -54,7 +64,7 @@ func Watch[T any](ctx context.Context, onChange func(T, error), opts ...Option) 
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	w := &Watcher[T]{cur: v, cancel: cancel, done: make(chan struct{})}
-	go w.run(ctx, fsw, o, onChange)
+	go w.run(ctx, fsw, o, st.files, onChange)
 	return w, nil
 }
 
@@ -75,7 +85,9 @@ func (w *Watcher[T]) Close() error {
 	return nil
 }
 
-func (w *Watcher[T]) run(ctx context.Context, fsw *fsnotify.Watcher, o options, onChange func(T, error)) {
+// run reloads on file events; files are the file layers of the current
+// value.
+func (w *Watcher[T]) run(ctx context.Context, fsw *fsnotify.Watcher, o options, files map[string]fileLayer, onChange func(T, error)) {
 	defer close(w.done)
 	defer fsw.Close()
 	timer := time.NewTimer(time.Hour)
@@ -99,14 +111,23 @@ func (w *Watcher[T]) run(ctx context.Context, fsw *fsnotify.Watcher, o options, 
 			}
 			onChange(w.Current(), fmt.Errorf("config: watching %s: %w", o.dir, err))
 		case <-timer.C:
-			v, _, err := load[T](ctx, o)
-			switch {
-			case ctx.Err() != nil:
+			v, st, err := load[T](ctx, o)
+			if ctx.Err() != nil {
 				return
+			}
+			err, gone := vanished(files, st, err)
+			changed := err == nil && (failed || !reflect.DeepEqual(v, w.Current()))
+			if !gone && (err != nil || changed) {
+				st.logWarnings(ctx, o.logger)
+			}
+			if err == nil {
+				files = st.files
+			}
+			switch {
 			case err != nil:
 				failed = true
 				onChange(w.Current(), err)
-			case failed || !reflect.DeepEqual(v, w.Current()):
+			case changed:
 				failed = false
 				w.mu.Lock()
 				w.cur = v
@@ -115,6 +136,40 @@ func (w *Watcher[T]) run(ctx context.Context, fsw *fsnotify.Watcher, o options, 
 			}
 		}
 	}
+}
+
+// vanished adds to err, the result of a reload whose state is st, a
+// file-level problem for each file of the current value (files) that is
+// gone or sets no key any more; gone reports whether there was one.
+func vanished(files map[string]fileLayer, st *state, err error) (_ error, gone bool) {
+	if st == nil {
+		return err, false // the reload failed before reading the files
+	}
+	var fields []FieldError
+	for _, stem := range []string{"base", st.env} {
+		was, now := files[stem], st.files[stem]
+		if was.path == "" || was.empty {
+			continue
+		}
+		what := "deleted"
+		switch {
+		case now.path == "":
+		case now.empty:
+			what = "emptied"
+		default:
+			continue
+		}
+		fields = append(fields, FieldError{Source: Source{Kind: SourceFile, Name: was.path},
+			Msg: "was " + what + " while watching; the last good configuration stays in use until the file sets keys again (restart to run without it)"})
+	}
+	if len(fields) == 0 {
+		return err, false
+	}
+	if cerr := (*Error)(nil); errors.As(err, &cerr) {
+		cerr.Fields = append(fields, cerr.Fields...)
+		return cerr, true
+	}
+	return &Error{Environment: st.env, Fields: fields}, true
 }
 
 // ignoreEvent reports whether an event cannot change the configuration:

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"os"
 	"path/filepath"
@@ -32,22 +33,47 @@ one <environment>.* file per environment, in YAML, JSON or TOML.
   validate  checks each named environment (default: every environment that has
             a file in dir) and reports every problem at once: files that do not
             parse, duplicate keys (YAML, TOML), two files for one environment,
-            and unknown keys, type and validation errors in the sections Loam
-            owns (SECTIONS). Other top-level sections
-            are application sections: only the service's own config.Load,
-            which knows their types, can check them, and validate lists them
-            as unchecked.
+            and in the sections Loam owns (SECTIONS)
+            unknown keys, type and validation errors, and the rules the server
+            checks at start-up (service.Config.Validate), applied as a server
+            started with LOAM_ENV naming the environment applies them: in
+            production an issuer or mtls is required, allow_unauthenticated
+            is refused and fault injection needs allow_in_production; TLS
+            files come in pairs; and so on. Reflection turned on in
+            production, and a service.environment that names another
+            environment than the files', are warnings.
+            Other top-level sections are application sections: only the
+            service's own config.Load, which knows their types, can check
+            them, and validate lists them as unchecked. A top-level key one
+            letter away from the name of a Loam section (two for names of six
+            letters or more), such as telemtry, is a misspelling and an
+            error, not an application section: name application sections
+            apart from Loam's.
   explain   prints every effective key of one environment (default: LOAM_ENV,
             else development), its value and the file and line that set it.
+            Lists and maps print in YAML flow style ([a, b]), and as JSON
+            arrays and objects with --json. A setting the server derives
+            (the environment's name, reflection, a zero that means a
+            default) shows the value the server uses, with the source
+            "derived" ("derived from ..." when it replaces a value a file
+            set), assuming the service runs with LOAM_ENV naming the
+            environment.
   diff      compares two environments: keys whose values differ, keys present
             in one only, and keys one inherits from base while the other sets
-            them itself. --fail-on-drift exits 1 when there is any.
+            them itself, with derived values as explain shows them.
+            --fail-on-drift exits 1 when there is any.
 
 The loam command reads files only, not environment variables or flags. Secrets
-are printed as [redacted]: in Loam's sections by their type; in application
-sections, whose types the command does not know, every key whose last part
-contains secret, password, passwd, token, key, credential or private, erring
-on the side of hiding.
+that are set are printed as [redacted] (an unset or empty one prints empty): in
+Loam's sections by their type; in application sections, whose types the
+command does not know, every key whose last part contains secret, password,
+passwd, token, key, credential or private, and every list or map that holds
+such a key, erring on the side of hiding.
+
+Warnings point at what is valid but likely a mistake, such as an environment
+named with --env that has no file while others have one, or an environment
+file that sets no key. validate prints them with its report, explain and diff
+on stderr; they do not change the exit status.
 
 Exit status: 0 ok, 1 invalid configuration (or drift with --fail-on-drift),
 2 usage error.
@@ -173,29 +199,104 @@ func (c *configCmd) usage(format string, args ...any) int {
 	return 2
 }
 
-// load explains one environment; a non-nil problems is an invalid config,
-// a non-zero code an error already printed.
-func (c *configCmd) load(env string) ([]config.Entry, *config.Error, int) {
-	entries, err := config.Explain[loamSections](context.Background(),
-		config.WithDir(c.dir), config.WithEnvironment(env))
-	var cerr *config.Error
-	if errors.As(err, &cerr) {
-		return entries, cerr, 0
-	}
-	if err != nil {
-		fmt.Fprintln(c.stderr, "loam config:", err)
-		return nil, nil, 1
-	}
-	return entries, nil, 0
+// loaded is one environment as the command found it.
+type loaded struct {
+	entries  []entry
+	problems []config.FieldError // the configuration is invalid when there is one
+	warnings []config.FieldError // what deserves attention but is valid
 }
 
-// problemJSON is one problem in --json output.
+// load explains one environment; a non-zero code is an error already
+// printed.
+func (c *configCmd) load(env string) (*loaded, int) {
+	l := &loaded{}
+	es, err := config.Explain[loamSections](context.Background(),
+		config.WithDir(c.dir), config.WithEnvironment(env), config.WithLogger(slog.New(warningLog{&l.warnings})))
+	var cerr *config.Error
+	switch {
+	case errors.As(err, &cerr):
+		l.problems = cerr.Fields
+	case err != nil:
+		fmt.Fprintln(c.stderr, "loam config:", err)
+		return nil, 1
+	}
+	l.entries = entries(es)
+	if len(l.problems) > 0 {
+		return l, 0
+	}
+	// The values, typed, for the settings the server derives from them.
+	cfg, err := config.Load[loamSections](context.Background(),
+		config.WithDir(c.dir), config.WithEnvironment(env), config.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		fmt.Fprintln(c.stderr, "loam config:", err)
+		return nil, 1
+	}
+	derive(l.entries, cfg.Config, env)
+	problems, warnings := serverRules(cfg.Config, env, l.entries)
+	l.problems, l.warnings = problems, append(l.warnings, warnings...)
+	return l, 0
+}
+
+// warningLog is the slog.Handler through which config hands the command
+// its warnings: each record is one, its "path" attribute the file.
+type warningLog struct{ warnings *[]config.FieldError }
+
+func (h warningLog) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+func (h warningLog) WithAttrs([]slog.Attr) slog.Handler           { return h }
+func (h warningLog) WithGroup(string) slog.Handler                { return h }
+
+func (h warningLog) Handle(_ context.Context, r slog.Record) error {
+	w := config.FieldError{Msg: r.Message}
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "path" {
+			w.Source = config.Source{Kind: config.SourceFile, Name: a.Value.String()}
+		}
+		return true
+	})
+	*h.warnings = append(*h.warnings, w)
+	return nil
+}
+
+// problemJSON is one problem or warning in --json output.
 type problemJSON struct {
 	Environments []string `json:"environments"`
 	Key          string   `json:"key,omitempty"`
 	Source       string   `json:"source,omitempty"`
 	Message      string   `json:"message"`
 	Text         string   `json:"text"`
+}
+
+// findings gathers the problems or the warnings of several environments,
+// listing one found in several once, with all their names.
+type findings struct {
+	list   []*problemJSON
+	byText map[string]*problemJSON
+}
+
+func (fs *findings) add(env string, f config.FieldError) {
+	text := findingText(f)
+	p := fs.byText[text]
+	if p == nil {
+		p = &problemJSON{Key: f.Path, Message: f.Msg, Text: text}
+		if f.Source.Kind != config.SourceUnset {
+			p.Source = f.Source.String()
+		}
+		if fs.byText == nil {
+			fs.byText = map[string]*problemJSON{}
+		}
+		fs.byText[text], fs.list = p, append(fs.list, p)
+	}
+	p.Environments = append(p.Environments, env)
+}
+
+// findingText is how the command prints a problem or warning: as
+// config.FieldError does, or its message alone when it names neither a key
+// nor a source.
+func findingText(f config.FieldError) string {
+	if f.Path == "" && f.Source.Kind == config.SourceUnset {
+		return f.Msg
+	}
+	return f.Error()
 }
 
 func (c *configCmd) validate() int {
@@ -211,57 +312,55 @@ func (c *configCmd) validate() int {
 			envs = envList{"development"}
 		}
 	}
-	problems := []*problemJSON{}
-	byText := map[string]*problemJSON{}
+	problems, warnings := findings{list: []*problemJSON{}}, findings{list: []*problemJSON{}}
 	app := map[string]bool{}
 	for _, env := range envs {
-		entries, cerr, code := c.load(env)
+		l, code := c.load(env)
 		if code != 0 {
 			return code
 		}
-		for _, e := range entries {
-			if top, _, _ := strings.Cut(e.Key, "."); !slices.Contains(knownSections(), top) {
+		// A misspelt Loam section is a problem, not an application section.
+		problemAt := map[string]bool{}
+		for _, f := range l.problems {
+			problemAt[f.Path] = true
+			problems.add(env, f)
+		}
+		for _, f := range l.warnings {
+			warnings.add(env, f)
+		}
+		for _, e := range l.entries {
+			if top, _, _ := strings.Cut(e.Key, "."); !slices.Contains(knownSections(), top) && !problemAt[top] {
 				app[top] = true
 			}
 		}
-		if cerr == nil {
-			continue
-		}
-		for _, f := range cerr.Fields {
-			p := byText[f.Error()]
-			if p == nil {
-				p = &problemJSON{Key: f.Path, Message: f.Msg, Text: f.Error()}
-				if f.Source.Kind != config.SourceUnset {
-					p.Source = f.Source.String()
-				}
-				byText[f.Error()], problems = p, append(problems, p)
-			}
-			p.Environments = append(p.Environments, env)
-		}
 	}
-	appSections := slices.Sorted(maps.Keys(app))
+	appSections := append([]string{}, slices.Sorted(maps.Keys(app))...)
 	if c.json {
 		c.writeJSON(struct {
 			OK                  bool           `json:"ok"`
 			Environments        []string       `json:"environments"`
 			Problems            []*problemJSON `json:"problems"`
+			Warnings            []*problemJSON `json:"warnings"`
 			LoamSections        []string       `json:"loam_sections"`
 			ApplicationSections []string       `json:"application_sections"`
-		}{len(problems) == 0, envs, problems, append([]string{}, knownSections()...), appSections})
+		}{len(problems.list) == 0, envs, problems.list, warnings.list, append([]string{}, knownSections()...), appSections})
 	} else {
-		for _, p := range problems {
+		for _, p := range problems.list {
 			fmt.Fprintf(c.stdout, "%s: %s\n", strings.Join(p.Environments, ", "), p.Text)
 		}
-		if len(problems) == 0 {
+		for _, p := range warnings.list {
+			fmt.Fprintf(c.stdout, "%s: warning: %s\n", strings.Join(p.Environments, ", "), p.Text)
+		}
+		if len(problems.list) == 0 {
 			fmt.Fprintf(c.stdout, "ok: %s\n", strings.Join(envs, ", "))
 		} else {
-			fmt.Fprintf(c.stdout, "%d problems in %s\n", len(problems), c.dir)
+			fmt.Fprintf(c.stdout, "%d problems in %s\n", len(problems.list), c.dir)
 		}
 		if len(appSections) > 0 {
 			fmt.Fprintf(c.stdout, "not checked (application sections, checked by the service's config.Load): %s\n", strings.Join(appSections, ", "))
 		}
 	}
-	if len(problems) > 0 {
+	if len(problems.list) > 0 {
 		return 1
 	}
 	return 0
@@ -281,18 +380,8 @@ func (c *configCmd) environment() string {
 // entryJSON is one key in --json output.
 type entryJSON struct {
 	Key    string `json:"key,omitempty"` // empty inside a diff
-	Value  string `json:"value"`
+	Value  any    `json:"value"`         // a string, or a list or map
 	Source string `json:"source"`
-}
-
-// displayValue redacts secrets. Loam's own sections are typed, so
-// config.Explain has redacted their config.Secret values already; the
-// application's sections are not, so their keys are judged by name.
-func displayValue(e config.Entry) string {
-	if !inLoamSection(e.Key) && isSecretKey(e.Key) {
-		return "[redacted]"
-	}
-	return e.Value
 }
 
 // inLoamSection reports whether key lies in one of Loam's own sections.
@@ -306,14 +395,14 @@ func (c *configCmd) explain() int {
 		return c.usage("explain takes one --env, got %d", len(c.envs))
 	}
 	env := c.environment()
-	entries, cerr, code := c.load(env)
+	l, code := c.load(env)
 	if code != 0 {
 		return code
 	}
 	if c.json {
 		out := []entryJSON{}
-		for _, e := range entries {
-			out = append(out, entryJSON{e.Key, displayValue(e), e.Source.String()})
+		for _, e := range l.entries {
+			out = append(out, entryJSON{e.Key, e.data(), e.source()})
 		}
 		c.writeJSON(struct {
 			Environment string      `json:"environment"`
@@ -322,23 +411,27 @@ func (c *configCmd) explain() int {
 	} else {
 		tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
 		fmt.Fprintf(tw, "KEY\tVALUE (%s)\tSOURCE\n", env)
-		for _, e := range entries {
-			fmt.Fprintf(tw, "%s\t%s\t%s\n", e.Key, displayValue(e), e.Source)
+		for _, e := range l.entries {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", e.Key, e.Value, e.source())
 		}
 		_ = tw.Flush()
 	}
-	return c.reportInvalid(env, cerr)
+	return c.report(env, l)
 }
 
-// reportInvalid prints a load's problems to stderr and returns the exit code.
-func (c *configCmd) reportInvalid(env string, cerr *config.Error) int {
-	if cerr == nil {
-		return 0
+// report prints a load's warnings and problems to stderr and returns the
+// exit code.
+func (c *configCmd) report(env string, l *loaded) int {
+	for _, f := range l.warnings {
+		fmt.Fprintf(c.stderr, "%s: warning: %s\n", env, findingText(f))
 	}
-	for _, f := range cerr.Fields {
-		fmt.Fprintf(c.stderr, "%s: %s\n", env, f.Error())
+	for _, f := range l.problems {
+		fmt.Fprintf(c.stderr, "%s: %s\n", env, findingText(f))
 	}
-	return 1
+	if len(l.problems) > 0 {
+		return 1
+	}
+	return 0
 }
 
 // driftJSON is one differing key in --json output.
@@ -354,16 +447,16 @@ func (c *configCmd) diff() int {
 		return c.usage("diff takes exactly two --env, got %d", len(c.envs))
 	}
 	envs := [2]string{c.envs[0], c.envs[1]}
-	var sides [2]map[string]config.Entry
+	var sides [2]map[string]entry
 	code := 0
 	for i, env := range envs {
-		entries, cerr, c2 := c.load(env)
+		l, c2 := c.load(env)
 		if c2 != 0 {
 			return c2
 		}
-		code = max(code, c.reportInvalid(env, cerr))
-		sides[i] = map[string]config.Entry{}
-		for _, e := range entries {
+		code = max(code, c.report(env, l))
+		sides[i] = map[string]entry{}
+		for _, e := range l.entries {
 			sides[i][e.Key] = e
 		}
 	}
@@ -382,11 +475,13 @@ func (c *configCmd) diff() int {
 		b, inB := sides[1][key]
 		d := driftJSON{Key: key, Values: map[string]*entryJSON{}}
 		switch {
-		case !inB:
+		case !inB && !placeholder(a, sides[1]):
 			d.Kind, d.Env = "only_in", envs[0]
-		case !inA:
+		case !inA && !placeholder(b, sides[0]):
 			d.Kind, d.Env = "only_in", envs[1]
-		case a.Value != b.Value:
+		case !inA || !inB:
+			continue
+		case a.compare != b.compare:
 			d.Kind = "changed"
 		case c.inherited(a.Source) && !c.inherited(b.Source):
 			d.Kind, d.Env = "set_only_in", envs[1]
@@ -395,9 +490,9 @@ func (c *configCmd) diff() int {
 		default:
 			continue
 		}
-		for i, e := range []config.Entry{a, b} {
+		for i, e := range []entry{a, b} {
 			if []bool{inA, inB}[i] {
-				d.Values[envs[i]] = &entryJSON{Value: displayValue(e), Source: e.Source.String()}
+				d.Values[envs[i]] = &entryJSON{Value: e.data(), Source: e.source()}
 			}
 		}
 		drift = append(drift, d)
@@ -418,9 +513,9 @@ func (c *configCmd) diff() int {
 				kind += " " + d.Env
 			}
 			fmt.Fprintf(tw, "%s\t%s", d.Key, kind)
-			for _, env := range envs {
-				if v := d.Values[env]; v != nil {
-					fmt.Fprintf(tw, "\t%s\t%s", v.Value, v.Source)
+			for i := range envs {
+				if e, ok := sides[i][d.Key]; ok {
+					fmt.Fprintf(tw, "\t%s\t%s", e.Value, e.source())
 				} else {
 					fmt.Fprint(tw, "\t-\t-")
 				}
@@ -433,6 +528,20 @@ func (c *configCmd) diff() int {
 		return 1
 	}
 	return 0
+}
+
+// placeholder reports whether e stands for an unset map whose keys the
+// other side sets: the keys it sets are the drift.
+func placeholder(e entry, other map[string]entry) bool {
+	if e.Source.Kind != config.SourceUnset {
+		return false
+	}
+	for k := range other {
+		if strings.HasPrefix(k, e.Key+".") {
+			return true
+		}
+	}
+	return false
 }
 
 // inherited reports whether a value comes from defaults or the base file

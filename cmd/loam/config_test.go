@@ -2,12 +2,19 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/loamhq/loam/config"
+	"github.com/loamhq/loam/service"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
@@ -28,6 +35,8 @@ func TestConfigGolden(t *testing.T) {
 		{name: "validate_json", args: []string{"validate", "--json", "testdata/config"}},
 		{name: "validate_invalid", args: []string{"validate", "testdata/invalid"}, wantCode: 1},
 		{name: "validate_bad_sections", args: []string{"validate", "--env", "production", "testdata/badsections"}, wantCode: 1},
+		{name: "validate_production_rules", args: []string{"validate", "testdata/prodrules"}, wantCode: 1},
+		{name: "validate_production_rules_json", args: []string{"validate", "--json", "testdata/prodrules"}, wantCode: 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -62,5 +71,98 @@ func TestIsSecretKey(t *testing.T) {
 		if got := isSecretKey(key); got != want {
 			t.Errorf("isSecretKey(%q) = %v, want %v", key, got, want)
 		}
+	}
+}
+
+// TestDerive: the settings the server derives show the value it derives,
+// marked so, and the rest are left as the layers set them.
+func TestDerive(t *testing.T) {
+	file := config.Source{Kind: config.SourceFile, Name: "config/production.yaml", Line: 3}
+	on := true
+	tests := []struct {
+		name   string
+		env    string
+		cfg    func(*service.Config)
+		key    string
+		source config.Source
+		want   string // Value
+		wantBy string // source()
+	}{
+		{name: "reflection unset outside production", env: "staging", key: "service.reflection", want: "true", wantBy: "derived"},
+		{name: "reflection unset in production", env: "production", key: "service.reflection", want: "false", wantBy: "derived"},
+		{name: "reflection set", env: "production", cfg: func(c *service.Config) { c.Service.Reflection = &on },
+			key: "service.reflection", source: file, want: "true", wantBy: "file config/production.yaml:3"},
+		{name: "environment unset is the one explained", env: "qa", key: "service.environment", want: "qa", wantBy: "derived"},
+		{name: "environment set", env: "qa", cfg: func(c *service.Config) { c.Service.Environment = "staging" },
+			key: "service.environment", source: file, want: "staging", wantBy: "file config/production.yaml:3"},
+		{name: "a zero that means a default", env: "qa", cfg: func(c *service.Config) { c.Service.ShutdownTimeout = 0 },
+			key: "service.shutdown_timeout", source: file, want: "15s", wantBy: "derived from file config/production.yaml:3"},
+		{name: "a value kept", env: "qa", cfg: func(c *service.Config) { c.Service.ShutdownTimeout = time.Minute },
+			key: "service.shutdown_timeout", source: file, want: "1m0s", wantBy: "file config/production.yaml:3"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := service.Config{Service: service.Settings{ShutdownTimeout: 15 * time.Second}}
+			if tt.cfg != nil {
+				tt.cfg(&cfg)
+			}
+			v, _ := fieldByKey(reflect.ValueOf(cfg), tt.key)
+			es := []entry{{Entry: config.Entry{Key: tt.key, Value: text(v), Source: tt.source}}}
+			derive(es, cfg, tt.env)
+			if got := es[0]; got.Value != tt.want || got.source() != tt.wantBy {
+				t.Errorf("derive(%s) = %q from %q, want %q from %q", tt.key, got.Value, got.source(), tt.want, tt.wantBy)
+			}
+		})
+	}
+}
+
+func TestFieldByKey(t *testing.T) {
+	var cfg loamSections
+	cfg.Service.Name = "captures"
+	cfg.Authz.Roles = map[string][]string{"planter": {"captures.create"}}
+	tests := []struct {
+		key  string
+		want any // nil: not found
+	}{
+		{"service.name", "captures"},
+		{"authz.roles.planter", []string{"captures.create"}},
+		{"authz.roles.gardener", nil},
+		{"service.nope", nil},
+		{"service.name.deeper", nil},
+		{"captures.timeout", nil}, // an application section
+		{"application", nil},      // the field that holds them has no key
+	}
+	for _, tt := range tests {
+		v, ok := fieldByKey(reflect.ValueOf(cfg), tt.key)
+		var got any
+		if ok {
+			got = v.Interface()
+		}
+		if diff := cmp.Diff(tt.want, got); diff != "" {
+			t.Errorf("fieldByKey(%q) mismatch (-want +got):\n%s", tt.key, diff)
+		}
+	}
+}
+
+func TestErrorLines(t *testing.T) {
+	a, b, c := errors.New("service.name: is required"), errors.New("rules./x: bad"), errors.New("roles.y: bad\nand more")
+	tests := []struct {
+		name string
+		err  error
+		want []string
+	}{
+		{name: "nil", err: nil, want: nil},
+		{name: "one", err: a, want: []string{"service.name: is required"}},
+		{name: "joined", err: errors.Join(a, b), want: []string{"service.name: is required", "rules./x: bad"}},
+		{name: "a prefix on a joined error applies to each", err: errors.Join(a, fmt.Errorf("authz: %w", errors.Join(b, c))),
+			want: []string{"service.name: is required", "authz: rules./x: bad", "authz: roles.y: bad", "authz: and more"}},
+		{name: "a wrapped single error", err: fmt.Errorf("authn: %w", a), want: []string{"authn: service.name: is required"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, errorLines(tt.err, "")); diff != "" {
+				t.Errorf("errorLines(%v) mismatch (-want +got):\n%s", tt.err, diff)
+			}
+		})
 	}
 }

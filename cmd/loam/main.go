@@ -3,7 +3,8 @@
 // Usage:
 //
 //	loam config validate [--env NAME]... [--json] [dir]
-//	                  check every file and environment of a config directory
+//	                  check every file and environment of a config directory,
+//	                  with the rules the server applies at start-up
 //	loam config explain [--env NAME] [--json] [dir]
 //	                  print every effective key, its value and where it was set
 //	loam config diff --env A --env B [--fail-on-drift] [--json] [dir]
