@@ -21,7 +21,8 @@
 //
 // Each layer overrides the ones before it:
 //
-//  1. defaults, from `default:"..."` struct tags;
+//  1. defaults, from `default:"..."` struct tags (the default
+//     "${environment}" is the name of the environment being loaded);
 //  2. the base file, <dir>/base.{yaml,yml,json,toml};
 //  3. the environment's file, <dir>/<env>.{yaml,yml,json,toml}, where env
 //     comes from WithEnvironment, else the --env flag, else LOAM_ENV, else

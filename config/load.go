@@ -106,7 +106,11 @@ func load[T any](ctx context.Context, o options) (T, *state, error) {
 	defaults, defaultSrc := map[string]any{}, map[string]Source{}
 	sc.leaves(func(n *node) {
 		if n.hasDef {
-			defaults[n.path], defaultSrc[n.path] = n.def, Source{Kind: SourceDefault}
+			def := n.def
+			if def == EnvironmentDefault {
+				def = env
+			}
+			defaults[n.path], defaultSrc[n.path] = def, Source{Kind: SourceDefault}
 		}
 	})
 	st.addFlat(defaults, defaultSrc)
@@ -140,6 +144,12 @@ func load[T any](ctx context.Context, o options) (T, *state, error) {
 	}
 	return out, st, nil
 }
+
+// EnvironmentDefault, as a field's `default:"..."` tag, stands for the name
+// of the environment being loaded, so that a setting such as
+// service.environment is the environment whose file was read, whether it
+// was chosen by option, --env or LOAM_ENV, unless a file says otherwise.
+const EnvironmentDefault = "${environment}"
 
 // environment applies the precedence documented on WithEnvironment;
 // explicit is false when no option, flag or variable named one.

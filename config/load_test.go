@@ -408,3 +408,21 @@ func TestLoadRemain(t *testing.T) {
 		})
 	}
 }
+
+func TestEnvironmentDefault(t *testing.T) {
+	type cfg struct {
+		Service struct {
+			Environment string `koanf:"environment" default:"${environment}"`
+		} `koanf:"service"`
+	}
+	dir := t.TempDir()
+	for _, env := range []string{"staging", "production"} {
+		got, err := config.Load[cfg](t.Context(), config.WithDir(dir), config.WithEnvironment(env))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Service.Environment != env {
+			t.Errorf("Load(environment %s) set service.environment = %q, want %q", env, got.Service.Environment, env)
+		}
+	}
+}

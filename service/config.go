@@ -53,9 +53,12 @@ type Settings struct {
 	// Version is the service's version, such as a release tag or commit.
 	Version string `koanf:"version"`
 	// Environment names where the service runs, such as development,
-	// staging or production. Empty means LOAM_ENV, else development: set it
-	// in each environment's file so the name cannot drift from the file.
-	Environment string `koanf:"environment"`
+	// staging or production. Loaded with config.Load, it defaults to the
+	// environment whose file was read (WithEnvironment, --env or
+	// LOAM_ENV), so the production rules apply to production's file
+	// however it was chosen. In a Config built in code, empty means
+	// LOAM_ENV, else development.
+	Environment string `koanf:"environment" default:"${environment}"`
 	// ListenAddr is the gRPC server's address.
 	ListenAddr string `koanf:"listen_addr" default:"127.0.0.1:8080" validate:"listen_addr"`
 	// AdminAddr is the admin HTTP server's address (/metrics, /healthz,

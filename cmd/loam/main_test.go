@@ -36,7 +36,7 @@ func TestRun(t *testing.T) {
 		{name: "config: drift fails with --fail-on-drift", args: []string{"config", "diff", "--env", "staging", "--env", "production", "--fail-on-drift", "testdata/config"}, wantCode: 1, wantStdout: "changed"},
 		{name: "config: no drift", args: []string{"config", "diff", "--env", "prod-eu", "--env", "prod-us", "--fail-on-drift", "testdata/regions"}, wantCode: 0, wantStdout: "no drift between prod-eu and prod-us"},
 		{name: "config: environments without files differ in their derived names", args: []string{"config", "diff", "--env", "qa", "--env", "uat", "testdata/config"}, wantCode: 0,
-			wantStdout: "service.environment  changed  qa  derived  uat  derived\n"},
+			wantStdout: "service.environment  changed  qa  default  uat  default\n"},
 		{name: "config: explain warns of an environment without a file", args: []string{"config", "explain", "--env", "qa", "testdata/config"}, wantCode: 0,
 			wantStderr: "qa: warning: testdata/config/qa.{yaml,yml,json,toml}: no configuration file for the environment\n"},
 		{name: "config: validate warns of an environment without a file", args: []string{"config", "validate", "--env", "qa", "testdata/config"}, wantCode: 0,
