@@ -302,11 +302,11 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if err := c.Authz.Validate(); err != nil {
-		errs = append(errs, fmt.Errorf("authz: %w", err))
+		errs = append(errs, err) // "authz: invalid configuration: <key>: ..."
 	}
 	if authnConfigured(c.Authn) {
 		if err := c.Authn.Validate(); err != nil {
-			errs = append(errs, fmt.Errorf("authn: %w", err))
+			errs = append(errs, err) // "authn: invalid configuration: <key>: ..."
 		}
 	}
 	return errors.Join(errs...)
