@@ -8,6 +8,9 @@ import (
 	"slices"
 	"strings"
 
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/loamhq/loam/authz/internal/condition"
 	"github.com/loamhq/loam/authz/internal/policy"
 )
 
@@ -178,4 +181,25 @@ func logLevel(s string) (slog.Level, error) {
 		return slog.LevelError, nil
 	}
 	return 0, fmt.Errorf("%q is not debug, info, warn or error", s)
+}
+
+// CheckCondition compiles and type-checks the CEL condition expr exactly as
+// New does for a method whose request message is request (nil for a
+// method without a descriptor, where request is dyn), and returns what is
+// wrong with it, or nil. Tools that check contracts before a server runs,
+// such as a buf lint rule, use it so that they accept exactly what the
+// server will.
+func CheckCondition(expr string, request protoreflect.MessageDescriptor) error {
+	var files []protoreflect.FileDescriptor
+	if request != nil {
+		files = append(files, request.ParentFile())
+	}
+	env, err := condition.NewEnv(files, DefaultConditionCostLimit)
+	if err != nil {
+		return fmt.Errorf("authz: CEL environment: %w", err)
+	}
+	if _, err := env.Compile(expr, request); err != nil {
+		return err
+	}
+	return nil
 }

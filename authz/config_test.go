@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/loamhq/loam/authz"
 	"github.com/loamhq/loam/config"
@@ -111,5 +112,30 @@ authz:
 	}
 	if err := got.Authz.Validate(); err != nil {
 		t.Errorf("Validate() = %v", err)
+	}
+}
+
+func TestCheckCondition(t *testing.T) {
+	req := plantRequest("alice", 1).Descriptor()
+	for _, tt := range []struct {
+		expr    string
+		req     bool
+		wantErr string
+	}{
+		{"request.planter_id == principal.subject", true, ""},
+		{"principal.roles.exists(r, r == 'admin')", false, ""},
+		{"request.planter == principal.subject", true, "planter"},
+		{"request.count == 'two'", true, "no matching overload"},
+		{"principal.subject ==", false, "Syntax error"},
+		{"request.count + 1", true, "not bool"},
+	} {
+		var d protoreflect.MessageDescriptor
+		if tt.req {
+			d = req
+		}
+		err := authz.CheckCondition(tt.expr, d)
+		if (tt.wantErr == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
+			t.Errorf("CheckCondition(%q) = %v, want an error containing %q", tt.expr, err, tt.wantErr)
+		}
 	}
 }
