@@ -130,6 +130,7 @@ func setup(t *testing.T, h Harness, opts ...events.Option) *fixture {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
+	topic := h.NewTopicName(t) // before the Bus, so the Bus closes before the topic is removed
 	b, err := h.MakeBroker(ctx, t)
 	if err != nil {
 		t.Fatalf("MakeBroker: %v", err)
@@ -150,7 +151,7 @@ func setup(t *testing.T, h Harness, opts ...events.Option) *fixture {
 			t.Errorf("Bus.Close: %v", err)
 		}
 	})
-	return &fixture{t: t, h: h, broker: b, bus: bus, topic: h.NewTopicName(t)}
+	return &fixture{t: t, h: h, broker: b, bus: bus, topic: topic}
 }
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -555,8 +556,10 @@ func testCloseAndReopen(t *testing.T, h Harness) {
 	topic := pings(t, f)
 	rec := newRecorder[*testingv1.Ping]()
 	release := make(chan struct{})
+	heldStarted := make(chan struct{}, 10)
 	handler := func(ctx context.Context, e *events.Event[*testingv1.Ping]) error {
 		if e.Data.GetText() == "held" {
+			heldStarted <- struct{}{}
 			select { // held until the forced close cancels it, the first time
 			case <-release:
 			case <-ctx.Done():
@@ -577,6 +580,11 @@ func testCloseAndReopen(t *testing.T, h Harness) {
 	}
 	publish("a", "b", "held")
 	rec.waitFor(t, "a and b", func() bool { return rec.distinct() == 2 })
+	select {
+	case <-heldStarted:
+	case <-time.After(wait):
+		t.Fatal("the held event never reached its handler")
+	}
 	closeCtx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	err := sub.Close(closeCtx)
 	cancel()
