@@ -64,9 +64,11 @@ const (
 
 const specVersion = "1.0"
 
-// typeURLPrefix makes a protobuf type URL, the dataschema that the
-// CloudEvents protobuf format recommends for protobuf data.
-const typeURLPrefix = "type.googleapis.com/"
+// typeURLPrefix makes the dataschema of protobuf data: the type URL that
+// the CloudEvents protobuf format recommends, made absolute as the
+// dataschema attribute requires. Its last segment is the message's full
+// name, as in a google.protobuf.Any.
+const typeURLPrefix = "https://type.googleapis.com/"
 
 var (
 	// topicPattern is a topic name: dotted segments of letters, digits, '_'

@@ -302,13 +302,16 @@ func (s *Subscription) handle(d *delivery) {
 			s.dedupRelease(key)
 			s.settle(d, s.ds.Nack(context.Background(), m, 0))
 			return
-		case IsPermanent(err):
-			s.deadLetter(ctx, d, CausePermanent, err, attempt)
-			s.dedupDone(ctx, key)
-			return
-		case attempt >= s.p.maxAttempts:
-			s.deadLetter(ctx, d, CauseMaxAttempts, err, attempt)
-			s.dedupDone(ctx, key)
+		case IsPermanent(err), attempt >= s.p.maxAttempts:
+			cause := CauseMaxAttempts
+			if IsPermanent(err) {
+				cause = CausePermanent
+			}
+			if s.deadLetter(ctx, d, cause, err, attempt) {
+				s.dedupDone(ctx, key)
+			} else {
+				s.dedupRelease(key)
+			}
 			return
 		}
 		s.bus.tel.retries.Add(ctx, 1, s.attrs.process)
@@ -421,9 +424,11 @@ func (s *Subscription) dedupRelease(key string) {
 
 // deadLetter publishes a copy of d to the dead-letter topic, with the
 // reason in headers, and settles d for good. When the copy cannot be
-// published, d goes back to the broker to come again later: nothing is
-// dropped.
-func (s *Subscription) deadLetter(ctx context.Context, d *delivery, cause string, reason error, attempt int) {
+// published, it tries again with backoff, holding d, for as long as the
+// subscription runs; if Close comes first, d goes back to the broker. So
+// nothing is dropped, and the broker's delivery limit is not used up
+// meanwhile. It reports whether d was settled for good.
+func (s *Subscription) deadLetter(ctx context.Context, d *delivery, cause string, reason error, attempt int) bool {
 	id := d.a.id
 	if id == "" {
 		id = d.m.ID
@@ -442,16 +447,26 @@ func (s *Subscription) deadLetter(ctx context.Context, d *delivery, cause string
 		h[HeaderDeadLetterSubscription] = s.name
 		h[HeaderDeadLetterTime] = time.Now().UTC().Format(time.RFC3339Nano)
 		dm := &driver.Message{ID: id, Key: d.a.key, Header: h, Body: d.m.Body}
-		if err := s.bus.send(context.WithoutCancel(ctx), s.dlq, []*driver.Message{dm}, false); err != nil {
-			log.Error("events: dead-lettering failed; the event goes back to the broker", "dead_letter_topic", s.dlq.name, "error", err)
-			s.settle(d, s.ds.Nack(context.Background(), d.m, backoff(s.p, attempt)))
-			return
+		for try := 1; ; try++ {
+			err := s.bus.send(context.WithoutCancel(ctx), s.dlq, []*driver.Message{dm}, false)
+			if err == nil {
+				break
+			}
+			wait := backoff(s.p, try)
+			log.Error("events: dead-lettering failed; trying again", "dead_letter_topic", s.dlq.name, "error", err, "retry_in", wait)
+			select {
+			case <-s.stopping:
+				s.settle(d, s.ds.Nack(context.Background(), d.m, 0))
+				return false
+			case <-time.After(wait):
+			}
 		}
 		log = log.With("dead_letter_topic", s.dlq.name)
 	}
 	s.bus.tel.deadLetters.Add(ctx, 1, s.attrs.deadLetters[cause])
 	log.Warn("events: event dead-lettered")
 	s.settle(d, s.ds.Term(context.Background(), d.m))
+	return true
 }
 
 // settle logs a failed Ack, Nack or Term. The broker then delivers the

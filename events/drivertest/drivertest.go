@@ -332,7 +332,7 @@ func testPublishSubscribe(t *testing.T, h Harness) {
 			"ce-type":        "org.loam.testing.v1.order_placed",
 			"ce-source":      "/loam/drivertest",
 			"content-type":   "application/protobuf",
-			"ce-dataschema":  "type.googleapis.com/loam.testing.v1.OrderPlaced",
+			"ce-dataschema":  "https://type.googleapis.com/loam.testing.v1.OrderPlaced",
 		} {
 			if m.Header[k] != v {
 				t.Errorf("message %s: header %s = %q, want %q (headers %v)", m.ID, k, m.Header[k], v, m.Header)
