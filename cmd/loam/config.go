@@ -16,6 +16,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/loamhq/loam/config"
+	"github.com/loamhq/loam/events/eventbus"
 	"github.com/loamhq/loam/service"
 )
 
@@ -59,13 +60,14 @@ var configUsage = strings.Replace(configUsageText, "SECTIONS", strings.Join(know
 
 // loamSections is the schema of the sections of a service's configuration
 // that Loam itself owns, which "loam config validate" checks strictly: the
-// standard sections of service.Config (service, telemetry; more join it as
-// their packages land). Every other top-level section lands in Application:
-// it belongs to the service, and only the service's own config.Load can
-// check it.
+// standard sections of service.Config (service, telemetry, authn, authz)
+// and events. Every other top-level section lands in Application: it
+// belongs to the service, and only the service's own config.Load can check
+// it.
 type loamSections struct {
 	service.Config
-	Application map[string]any `koanf:",remain"`
+	Events      eventbus.Config `koanf:"events"`
+	Application map[string]any  `koanf:",remain"`
 }
 
 // knownSections lists the top-level keys of loamSections.

@@ -65,7 +65,7 @@ type Config struct {
 	// events retries a publish that times out.
 	PublishTimeout time.Duration `koanf:"publish_timeout" default:"10s" validate:"min=0s"`
 	// Streams are created, or updated to match, when the driver starts.
-	Streams []StreamConfig `koanf:"streams"`
+	Streams []StreamConfig `koanf:"streams" validate:"dive"`
 	// AutoCreateStreams creates a stream for a topic whose subject no
 	// stream covers, named after the subject and configured by
 	// StreamDefaults. Nil means true; set false to require every stream in
@@ -73,8 +73,7 @@ type Config struct {
 	// instead of creating a stream.
 	AutoCreateStreams *bool `koanf:"auto_create_streams"`
 	// StreamDefaults configures the streams that AutoCreateStreams creates.
-	// Its Name and Subjects are ignored.
-	StreamDefaults StreamConfig `koanf:"stream_defaults"`
+	StreamDefaults StreamDefaults `koanf:"stream_defaults"`
 	// AckWait is how long the server waits for a delivered message to be
 	// settled before delivering it again. The driver extends it for the
 	// messages events is handling, so it bounds how long a crashed
@@ -85,14 +84,16 @@ type Config struct {
 	MaxAckPending int `koanf:"max_ack_pending" default:"1000" validate:"min=0"`
 	// Consumers overrides AckWait and MaxAckPending for the subscriptions
 	// named here.
-	Consumers map[string]ConsumerConfig `koanf:"consumers"`
+	Consumers map[string]ConsumerConfig `koanf:"consumers" validate:"dive"`
 	// Embedded runs a NATS server with JetStream inside the process, for
 	// local runs and tests without a broker. URL and the credentials are
 	// then ignored.
 	Embedded EmbeddedConfig `koanf:"embedded"`
 }
 
-// StreamConfig is one JetStream stream.
+// StreamConfig is one JetStream stream. (Its multi-word settings carry no
+// `validate` tags: inside a list, config would name them by their Go
+// names. Validate checks them, under their keys.)
 type StreamConfig struct {
 	// Name is the stream's name: letters, digits, '-' and '_'.
 	Name string `koanf:"name"`
@@ -100,17 +101,39 @@ type StreamConfig struct {
 	// as "org.example.orders.>".
 	Subjects []string `koanf:"subjects"`
 	// MaxAge is how long messages are kept; 7 days when zero.
-	MaxAge time.Duration `koanf:"max_age" validate:"min=0s"`
+	MaxAge time.Duration `koanf:"max_age"`
 	// MaxBytes caps the stream's size, dropping the oldest messages; zero
 	// means no cap.
-	MaxBytes int64 `koanf:"max_bytes" validate:"min=0"`
+	MaxBytes int64 `koanf:"max_bytes"`
 	// Storage is file (the default) or memory.
 	Storage string `koanf:"storage" validate:"omitempty,oneof=file memory"`
 	// Replicas is the number of copies in a cluster, 1 (the default) to 5.
 	Replicas int `koanf:"replicas" validate:"min=0,max=5"`
 	// DuplicateWindow is how long the stream remembers message IDs to drop
 	// a republished one; 2 minutes when zero.
+	DuplicateWindow time.Duration `koanf:"duplicate_window"`
+}
+
+// StreamDefaults configures the streams that the driver creates.
+type StreamDefaults struct {
+	// MaxAge is how long messages are kept; 7 days when zero.
+	MaxAge time.Duration `koanf:"max_age" validate:"min=0s"`
+	// MaxBytes caps each stream's size, dropping the oldest messages; zero
+	// means no cap.
+	MaxBytes int64 `koanf:"max_bytes" validate:"min=0"`
+	// Storage is file (the default) or memory.
+	Storage string `koanf:"storage" validate:"omitempty,oneof=file memory"`
+	// Replicas is the number of copies in a cluster, 1 (the default) to 5.
+	Replicas int `koanf:"replicas" validate:"min=0,max=5"`
+	// DuplicateWindow is how long a stream remembers message IDs to drop a
+	// republished one; 2 minutes when zero.
 	DuplicateWindow time.Duration `koanf:"duplicate_window" validate:"min=0s"`
+}
+
+// stream returns the configuration of a stream made with d.
+func (d StreamDefaults) stream(name string, subjects []string) StreamConfig {
+	return StreamConfig{Name: name, Subjects: subjects, MaxAge: d.MaxAge, MaxBytes: d.MaxBytes,
+		Storage: d.Storage, Replicas: d.Replicas, DuplicateWindow: d.DuplicateWindow}
 }
 
 // ConsumerConfig overrides settings for one subscription name.
@@ -211,7 +234,7 @@ func (c Config) Validate() error {
 		}
 		s.problems(key, bad)
 	}
-	c.StreamDefaults.problems("stream_defaults", bad)
+	c.StreamDefaults.stream("", nil).problems("stream_defaults", bad)
 	for name, cc := range c.Consumers {
 		if cc.AckWait < 0 {
 			bad("consumers."+name+".ack_wait", "%v is negative", cc.AckWait)

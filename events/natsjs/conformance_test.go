@@ -63,7 +63,7 @@ func (h *harness) MakeBroker(ctx context.Context, t *testing.T) (driver.Broker, 
 		ConnectTimeout: 2 * time.Second,
 		PublishTimeout: 2 * time.Second,
 		AckWait:        5 * time.Second,
-		StreamDefaults: natsjs.StreamConfig{MaxAge: time.Hour},
+		StreamDefaults: natsjs.StreamDefaults{MaxAge: time.Hour},
 	})
 }
 

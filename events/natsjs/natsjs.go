@@ -268,8 +268,7 @@ func (b *Broker) stream(ctx context.Context, subject string) (string, error) {
 		if auto := b.cfg.AutoCreateStreams; auto != nil && !*auto {
 			return "", fmt.Errorf("natsjs: no stream stores subject %q, and events.nats.auto_create_streams is false: add one to events.nats.streams", subject)
 		}
-		sc := b.cfg.StreamDefaults
-		sc.Name, sc.Subjects = strings.NewReplacer(".", "_").Replace(subject), []string{subject}
+		sc := b.cfg.StreamDefaults.stream(strings.NewReplacer(".", "_").Replace(subject), []string{subject})
 		_, err = b.js.CreateStream(ctx, b.streamConfig(sc))
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) { // created meanwhile by another process
 			err = nil
