@@ -54,7 +54,7 @@ func TestValidate(t *testing.T) {
 				Streams: []natsjs.StreamConfig{
 					{Name: "ORDERS", Subjects: []string{"orders.>"}},
 					{Name: "ORDERS", Subjects: []string{"bad subject"}, Storage: "disk", Replicas: 7},
-					{Name: "has.dot"},
+					{Name: "has.dot", MaxAge: time.Minute, DuplicateWindow: time.Hour},
 				},
 				Consumers: map[string]natsjs.ConsumerConfig{"billing": {AckWait: -time.Second}},
 			}},
@@ -69,6 +69,7 @@ func TestValidate(t *testing.T) {
 				"events.nats.streams[1].replicas: 7 is not between 1 and 5",
 				`events.nats.streams[2].name: "has.dot" is not a stream name`,
 				"events.nats.streams[2].subjects: at least one subject is required",
+				"events.nats.streams[2].duplicate_window: 1h0m0s is longer than max_age 1m0s",
 				"events.nats.consumers.billing.ack_wait: -1s is negative",
 			},
 		},

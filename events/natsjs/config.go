@@ -267,6 +267,9 @@ func (s StreamConfig) problems(key string, bad func(key, format string, args ...
 	if s.DuplicateWindow < 0 {
 		bad(key+".duplicate_window", "%v is negative", s.DuplicateWindow)
 	}
+	if s.MaxAge > 0 && s.DuplicateWindow > s.MaxAge {
+		bad(key+".duplicate_window", "%v is longer than max_age %v", s.DuplicateWindow, s.MaxAge)
+	}
 }
 
 func (c Config) url() string {

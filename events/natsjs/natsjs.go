@@ -169,6 +169,9 @@ func (b *Broker) connectOptions() ([]nats.Option, error) {
 				b.log.Warn("natsjs: disconnected; reconnecting", "error", err)
 			}
 		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			b.log.Warn("natsjs: asynchronous error", "error", err)
+		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			b.log.Info("natsjs: reconnected", "server", nc.ConnectedUrlRedacted())
 		}),
@@ -309,7 +312,7 @@ func (b *Broker) streamConfig(sc StreamConfig) jetstream.StreamConfig {
 		c.Storage = jetstream.MemoryStorage
 	}
 	if c.Duplicates == 0 {
-		c.Duplicates = DefaultDuplicateWindow
+		c.Duplicates = min(DefaultDuplicateWindow, c.MaxAge) // JetStream refuses a window past the max age
 	}
 	return c
 }
