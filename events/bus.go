@@ -10,7 +10,6 @@ import (
 
 	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
-	"go.opentelemetry.io/otel/trace"
 
 	"github.com/loamhq/loam/events/driver"
 )
@@ -154,8 +153,7 @@ func (b *Bus) send(ctx context.Context, s *sender, ms []*driver.Message, user bo
 		return err
 	}
 	start := time.Now()
-	ctx, span := b.tel.tracer.Start(ctx, "send "+s.name,
-		trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(s.attrs.kvs...))
+	ctx, span := b.tel.tracer.Start(ctx, s.attrs.spanName, s.attrs.spanOpts...)
 	if span.IsRecording() {
 		if len(ms) == 1 {
 			span.SetAttributes(semconv.MessagingMessageID(ms[0].ID), semconv.MessagingMessageBodySize(len(ms[0].Body)))

@@ -1,8 +1,8 @@
 package events
 
 import (
-	"container/list"
 	"context"
+	"hash/maphash"
 	"sync"
 	"time"
 )
@@ -49,89 +49,125 @@ const DefaultMemoryDedupSize = 100_000
 // NewMemoryDeduper returns a Deduper that remembers up to size keys in
 // process memory, forgetting the oldest first when full and each one when
 // its window or claim expires. It is safe for concurrent use.
+//
+// It keeps 128-bit hashes of the keys, not the keys, in memory without
+// pointers, so that a large window costs the garbage collector nothing;
+// each key takes about 64 bytes. Two keys with the same hash would be
+// taken for one, with odds of about one in 10^26 for a million keys.
 func NewMemoryDeduper(size int) Deduper {
-	if size < 1 {
-		size = 1
+	size = max(size, 1)
+	return &memoryDeduper{
+		seeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()},
+		index: make(map[dedupKey]int32, min(size, 1<<16)),
+		ring:  make([]dedupSlot, size),
+		now:   time.Now,
 	}
-	return &memoryDeduper{size: size, entries: map[string]*list.Element{}, order: list.New(), now: time.Now}
+}
+
+type dedupKey [2]uint64
+
+// dedupSlot is one remembered key, in the ring in the order of first write.
+type dedupSlot struct {
+	key     dedupKey
+	expires int64 // Unix nanoseconds
+	done    bool
+	live    bool // false once released or expired
 }
 
 type memoryDeduper struct {
-	size int
-	now  func() time.Time
+	seeds [2]maphash.Seed
+	now   func() time.Time
 
 	mu      sync.Mutex
-	entries map[string]*list.Element // of *dedupEntry
-	order   *list.List               // oldest write first
+	index   map[dedupKey]int32 // live key -> ring position
+	ring    []dedupSlot
+	head, n int // the oldest slot and the number of slots in use
 }
 
-type dedupEntry struct {
-	key     string
-	done    bool
-	expires time.Time
+func (d *memoryDeduper) hash(key string) dedupKey {
+	return dedupKey{maphash.String(d.seeds[0], key), maphash.String(d.seeds[1], key)}
 }
 
 func (d *memoryDeduper) Claim(_ context.Context, key string, ttl time.Duration) (DedupState, error) {
+	k := d.hash(key)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	now := d.now()
+	now := d.now().UnixNano()
 	d.expire(now)
-	if el, ok := d.entries[key]; ok {
-		switch e := el.Value.(*dedupEntry); {
-		case !now.Before(e.expires):
-			d.remove(key)
-		case e.done:
+	if i, ok := d.index[k]; ok {
+		switch sl := &d.ring[i]; {
+		case sl.expires <= now:
+			d.drop(i)
+		case sl.done:
 			return DedupDone, nil
 		default:
 			return DedupInProgress, nil
 		}
 	}
-	d.put(key, false, now.Add(ttl))
+	d.put(k, false, now+int64(ttl))
 	return DedupClaimed, nil
 }
 
 func (d *memoryDeduper) Done(_ context.Context, key string, window time.Duration) error {
+	k := d.hash(key)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.remove(key)
-	d.put(key, true, d.now().Add(window))
+	expires := d.now().UnixNano() + int64(window)
+	if i, ok := d.index[k]; ok { // the claim becomes the record
+		d.ring[i].done, d.ring[i].expires = true, expires
+		return nil
+	}
+	d.put(k, true, expires)
 	return nil
 }
 
 func (d *memoryDeduper) Release(_ context.Context, key string) error {
+	k := d.hash(key)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if el, ok := d.entries[key]; ok && !el.Value.(*dedupEntry).done {
-		d.remove(key)
+	if i, ok := d.index[k]; ok && !d.ring[i].done {
+		d.drop(i)
 	}
 	return nil
 }
 
-// put appends an entry, evicting the oldest when full. Callers hold mu.
-func (d *memoryDeduper) put(key string, done bool, expires time.Time) {
-	for d.order.Len() >= d.size {
-		d.remove(d.order.Front().Value.(*dedupEntry).key)
+// put appends a slot, evicting the oldest when the ring is full. Callers
+// hold mu.
+func (d *memoryDeduper) put(k dedupKey, done bool, expires int64) {
+	if d.n == len(d.ring) {
+		d.pop()
 	}
-	d.entries[key] = d.order.PushBack(&dedupEntry{key: key, done: done, expires: expires})
+	i := (d.head + d.n) % len(d.ring)
+	d.ring[i] = dedupSlot{key: k, expires: expires, done: done, live: true}
+	d.index[k] = int32(i)
+	d.n++
 }
 
-func (d *memoryDeduper) remove(key string) {
-	if el, ok := d.entries[key]; ok {
-		d.order.Remove(el)
-		delete(d.entries, key)
+// pop removes the oldest slot.
+func (d *memoryDeduper) pop() {
+	d.drop(int32(d.head))
+	d.head = (d.head + 1) % len(d.ring)
+	d.n--
+}
+
+// drop forgets the key in slot i, leaving the slot in the ring until it is
+// the oldest.
+func (d *memoryDeduper) drop(i int32) {
+	if sl := &d.ring[i]; sl.live {
+		delete(d.index, sl.key)
+		sl.live = false
 	}
 }
 
-// expire drops expired entries from the front. Entries are in write order,
-// and windows are usually alike, so this stops at the first live one; an
-// entry with a longer window behind a shorter one is dropped when it
-// reaches the front.
-func (d *memoryDeduper) expire(now time.Time) {
-	for el := d.order.Front(); el != nil; el = d.order.Front() {
-		e := el.Value.(*dedupEntry)
-		if now.Before(e.expires) {
+// expire pops the expired and released slots at the front. Slots are in
+// write order and windows are usually alike, so this stops at the first
+// live one; a slot that expires behind a live one is found expired when
+// looked up.
+func (d *memoryDeduper) expire(now int64) {
+	for d.n > 0 {
+		if sl := &d.ring[d.head]; sl.live && sl.expires > now {
 			return
 		}
-		d.remove(e.key)
+		d.pop()
 	}
 }

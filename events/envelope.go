@@ -168,7 +168,7 @@ func decodeAttributes(h map[string]string) (attributes, error) {
 		}
 	}
 	a.contentType = ContentTypeProtobuf
-	if ct := h[HeaderContentType]; ct != "" {
+	if ct := h[HeaderContentType]; ct != "" && ct != ContentTypeProtobuf {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil {
 			return bad("%s %q: %v", HeaderContentType, ct, err)

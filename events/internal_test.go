@@ -170,8 +170,8 @@ func TestMemoryDeduper(t *testing.T) {
 		claim(k, time.Hour)
 		d.Done(ctx, k, time.Hour)
 	}
-	if len(d.entries) != 3 {
-		t.Errorf("deduper holds %d keys, want its size 3", len(d.entries))
+	if len(d.index) != 3 {
+		t.Errorf("deduper holds %d keys, want its size 3", len(d.index))
 	}
 	if s := claim("a", time.Minute); s != DedupClaimed { // the oldest, evicted
 		t.Errorf("Claim of an evicted key = %v, want DedupClaimed", s)

@@ -7,10 +7,11 @@ import (
 	"path/filepath"
 	"time"
 
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 )
 
 // Defaults of the delivery policy, which WithDefaults and the options of
@@ -45,8 +46,8 @@ type busOptions struct {
 func newBusOptions(opts []Option) busOptions {
 	o := busOptions{
 		source:         "/" + filepath.Base(os.Args[0]),
-		tracers:        otel.GetTracerProvider(),
-		meters:         otel.GetMeterProvider(),
+		tracers:        tracenoop.NewTracerProvider(),
+		meters:         metricnoop.NewMeterProvider(),
 		propagator:     propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
 		logger:         slog.Default(),
 		publishTimeout: DefaultPublishTimeout,
@@ -72,7 +73,7 @@ func WithSource(source string) Option {
 }
 
 // WithTracerProvider sets where publish and process spans go. The default
-// is otel.GetTracerProvider(), a no-op until the application installs one.
+// records nothing; pass otel.GetTracerProvider() to use the global one.
 func WithTracerProvider(tp trace.TracerProvider) Option {
 	return busOptionFunc(func(o *busOptions) {
 		if tp != nil {
@@ -81,8 +82,8 @@ func WithTracerProvider(tp trace.TracerProvider) Option {
 	})
 }
 
-// WithMeterProvider sets where the Bus's metrics go. The default is
-// otel.GetMeterProvider(), a no-op until the application installs one.
+// WithMeterProvider sets where the Bus's metrics go. The default records
+// nothing; pass otel.GetMeterProvider() to use the global one.
 func WithMeterProvider(mp metric.MeterProvider) Option {
 	return busOptionFunc(func(o *busOptions) {
 		if mp != nil {

@@ -14,7 +14,6 @@ import (
 
 	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
-	"go.opentelemetry.io/otel/trace"
 
 	"github.com/loamhq/loam/events/driver"
 )
@@ -335,8 +334,7 @@ func (s *Subscription) handle(d *delivery) {
 
 // call runs the handler once, in a process span, recovering a panic.
 func (s *Subscription) call(ctx context.Context, run func(context.Context, int) error, d *delivery, attempt int) (err error) {
-	ctx, span := s.bus.tel.tracer.Start(ctx, "process "+s.topic,
-		trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(s.attrs.kvs...))
+	ctx, span := s.bus.tel.tracer.Start(ctx, s.attrs.spanName, s.attrs.spanOpts...)
 	if span.IsRecording() {
 		span.SetAttributes(
 			semconv.MessagingMessageID(d.a.id),

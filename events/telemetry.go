@@ -65,8 +65,10 @@ const (
 // topicAttrs are the attributes of one topic's publish metrics and spans,
 // computed once.
 type topicAttrs struct {
-	kvs []attribute.KeyValue
-	set metric.MeasurementOption
+	kvs      []attribute.KeyValue
+	set      metric.MeasurementOption
+	spanName string
+	spanOpts []trace.SpanStartOption
 }
 
 func newTopicAttrs(system, topic string) topicAttrs {
@@ -76,12 +78,18 @@ func newTopicAttrs(system, topic string) topicAttrs {
 		semconv.MessagingOperationName("send"),
 		semconv.MessagingOperationTypeSend,
 	}
-	return topicAttrs{kvs: kvs, set: metric.WithAttributeSet(attribute.NewSet(kvs...))}
+	return topicAttrs{
+		kvs: kvs, set: metric.WithAttributeSet(attribute.NewSet(kvs...)),
+		spanName: "send " + topic,
+		spanOpts: []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(kvs...)},
+	}
 }
 
 // subAttrs are the attributes of one subscription's metrics and spans.
 type subAttrs struct {
 	kvs         []attribute.KeyValue // of process spans and metrics
+	spanName    string
+	spanOpts    []trace.SpanStartOption
 	process     metric.MeasurementOption
 	receive     metric.MeasurementOption
 	deadLetters map[string]metric.MeasurementOption // by cause
@@ -99,6 +107,8 @@ func newSubAttrs(system, topic, name string) subAttrs {
 	process := with(semconv.MessagingOperationName("process"), semconv.MessagingOperationTypeProcess)
 	s := subAttrs{
 		kvs:         process,
+		spanName:    "process " + topic,
+		spanOpts:    []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(process...)},
 		process:     metric.WithAttributeSet(attribute.NewSet(process...)),
 		receive:     metric.WithAttributeSet(attribute.NewSet(with(semconv.MessagingOperationName("receive"), semconv.MessagingOperationTypeReceive)...)),
 		deadLetters: map[string]metric.MeasurementOption{},

@@ -394,11 +394,14 @@ func (t *topic) Send(ctx context.Context, ms []*driver.Message) error {
 			break
 		}
 		msg := &nats.Msg{Subject: t.subject, Data: m.Body, Header: make(nats.Header, len(m.Header)+1)}
+		values := make([]string, 0, len(m.Header)+1) // one allocation for every header's value
 		for k, v := range m.Header {
-			msg.Header[k] = []string{v}
+			values = append(values, v)
+			msg.Header[k] = values[len(values)-1 : len(values) : len(values)]
 		}
 		if m.ID != "" {
-			msg.Header[jetstream.MsgIDHeader] = []string{m.ID}
+			values = append(values, m.ID)
+			msg.Header[jetstream.MsgIDHeader] = values[len(values)-1 : len(values) : len(values)]
 		}
 		var f jetstream.PubAckFuture
 		if f, err = b.js.PublishMsgAsync(msg); err != nil {

@@ -48,91 +48,109 @@ func (b *Broker) OpenSubscription(ctx context.Context, topic string, cfg driver.
 		}
 		return nil, fmt.Errorf("natsjs: consumer %s on stream %s: %w", consumerName(cfg.Name, topic), stream, err)
 	}
-	prefetch := min(max(2*cfg.MaxInFlight, 1), maxAckPending, 1000)
 	s := &subscription{
 		b:        b,
 		name:     cfg.Name,
-		msgs:     make(chan jetstream.Msg, prefetch),
+		consumer: consumer,
+		batch:    min(max(2*cfg.MaxInFlight, 16), maxAckPending, 1000),
 		closing:  make(chan struct{}),
 		held:     map[jetstream.Msg]struct{}{},
-		failed:   make(chan struct{}),
 		leaseDue: ackWait / 3,
-	}
-	s.cc, err = consumer.Consume(s.deliver,
-		jetstream.PullMaxMessages(prefetch),
-		jetstream.ConsumeErrHandler(s.consumeError))
-	if err != nil {
-		return nil, fmt.Errorf("natsjs: consuming %s: %w", consumerName(cfg.Name, topic), err)
 	}
 	go s.keepLeases()
 	return s, nil
 }
 
+// fetchWait is how long one pull request waits on the server for messages,
+// and so how long a closed subscription's requests outlive it.
+const fetchWait = 2 * time.Second
+
+// subscription pulls with one explicit pull request (Fetch) of batch
+// messages at a time, sending the next when the last is over. (nats.go's
+// Consume keeps its own count of the messages it asked for, and against
+// NATS 2.9 servers that count can drift until it stops asking, for the
+// length of its heartbeat timeout. And with two requests outstanding, the
+// server may fill the later one while the earlier waits to expire.)
 type subscription struct {
 	b        *Broker
 	name     string
-	cc       jetstream.ConsumeContext
-	msgs     chan jetstream.Msg // delivered by the server, not yet received
-	closing  chan struct{}      // closed by Close
+	consumer jetstream.Consumer
+	batch    int
+	closing  chan struct{} // closed by Close
 	leaseDue time.Duration
+
+	recv sync.Mutex             // held by Receive: one at a time takes from the request
+	cur  jetstream.MessageBatch // the outstanding request
 
 	mu     sync.Mutex
 	closed bool
 	held   map[jetstream.Msg]struct{} // received and not settled
 	err    error                      // a consumer failure retrying cannot fix
-	failed chan struct{}              // closed when err is set
 }
 
-// deliver is the Consume callback: it buffers m for Receive, or hands it
-// back once the subscription is closing.
-func (s *subscription) deliver(m jetstream.Msg) {
-	select {
-	case s.msgs <- m:
-	case <-s.closing:
-		_ = m.Nak()
-	}
-}
-
-// consumeError records the consumer errors that end consumption; the
-// others (missed heartbeats while disconnected) nats.go recovers from.
-func (s *subscription) consumeError(_ jetstream.ConsumeContext, err error) {
-	if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
-		s.mu.Lock()
-		if s.err == nil {
-			s.err = err
-			close(s.failed)
-		}
-		s.mu.Unlock()
-		return
-	}
-	s.b.log.Debug("natsjs: consumer error", "subscription", s.name, "error", err)
-}
-
-// Receive returns buffered messages, waiting for the first.
+// Receive returns the messages that have arrived, waiting for the first.
 func (s *subscription) Receive(ctx context.Context, max int) ([]*driver.Message, error) {
 	if err := s.check(); err != nil {
 		return nil, err
 	}
-	var first jetstream.Msg
-	select {
-	case first = <-s.msgs:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-s.closing:
-		return nil, driver.ErrClosed
-	case <-s.failed:
-		return nil, s.check()
-	}
-	out := []*driver.Message{s.convert(first)}
+	s.recv.Lock()
+	defer s.recv.Unlock()
+	var out []*driver.Message
 	for len(out) < max {
-		select {
-		case m := <-s.msgs:
-			out = append(out, s.convert(m))
-		default:
-			return out, nil
+		if s.cur == nil {
+			var err error
+			if s.cur, err = s.fetch(); err != nil {
+				if len(out) > 0 {
+					return out, nil
+				}
+				return nil, err
+			}
 		}
+		var m jetstream.Msg
+		var ok bool
+		if len(out) == 0 { // wait for the first
+			select {
+			case m, ok = <-s.cur.Messages():
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-s.closing:
+				return nil, driver.ErrClosed
+			}
+		} else {
+			select {
+			case m, ok = <-s.cur.Messages():
+			default:
+				return out, nil
+			}
+		}
+		if !ok { // the request is over: send another
+			err := s.cur.Error()
+			s.cur = nil
+			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrBadRequest) {
+				s.mu.Lock()
+				s.err = err
+				s.mu.Unlock()
+				if len(out) > 0 {
+					return out, nil
+				}
+				return nil, s.check()
+			}
+			continue
+		}
+		out = append(out, s.convert(m))
 	}
 	return out, nil
+}
+
+func (s *subscription) fetch() (jetstream.MessageBatch, error) {
+	b, err := s.consumer.Fetch(s.batch, jetstream.FetchMaxWait(fetchWait))
+	if err != nil {
+		if cerr := s.check(); cerr != nil {
+			return nil, cerr
+		}
+		return nil, fmt.Errorf("natsjs: pulling for subscription %s: %w", s.name, err)
+	}
+	return b, nil
 }
 
 func (s *subscription) check() error {
@@ -230,7 +248,10 @@ func (s *subscription) Term(_ context.Context, m *driver.Message) error {
 
 func (s *subscription) IsRetryable(err error) bool { return IsRetryable(err) }
 
-// Close stops pulling and hands back what was delivered and not received.
+// Close stops pulling. The server keeps the outstanding request until it
+// expires, and may still fill it: such messages are handed back with a
+// delay that outlasts the request, so that they go to the next subscriber
+// rather than back to a request nobody reads.
 func (s *subscription) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -240,18 +261,16 @@ func (s *subscription) Close() error {
 	s.closed = true
 	close(s.closing)
 	s.mu.Unlock()
-	s.cc.Drain() // deliver Naks what nats.go had buffered
-	select {
-	case <-s.cc.Closed():
-	case <-time.After(2 * time.Second):
-		s.cc.Stop()
+	s.recv.Lock() // Receive has returned, seeing closing
+	batch := s.cur
+	s.cur = nil
+	s.recv.Unlock()
+	if batch != nil {
+		go func() {
+			for m := range batch.Messages() {
+				_ = m.NakWithDelay(fetchWait)
+			}
+		}()
 	}
-	for {
-		select {
-		case m := <-s.msgs:
-			_ = m.Nak()
-		default:
-			return nil
-		}
-	}
+	return nil
 }
