@@ -359,3 +359,19 @@ func TestIsRetryable(t *testing.T) {
 		}
 	}
 }
+
+func TestDeliveries(t *testing.T) {
+	tests := map[string]int{
+		"$JS.ACK.ORDERS.billing.3.1041.12.1700000000000000000.0":                  3,
+		"$JS.ACK._.ACCHASH.ORDERS.billing.17.1041.12.1700000000000000000.0.xyz12": 17,
+		"$JS.ACK.hub.ACCHASH.ORDERS.billing.1.5.5.1700000000000000000.0":          1,
+		"$JS.ACK.ORDERS.billing.x.1.2.3.4":                                        0,
+		"_INBOX.abc":                                                              0,
+		"$JS.ACK.too.short":                                                       0,
+	}
+	for reply, want := range tests {
+		if got := natsjs.Deliveries(reply); got != want {
+			t.Errorf("deliveries(%q) = %d, want %d", reply, got, want)
+		}
+	}
+}

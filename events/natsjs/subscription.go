@@ -178,13 +178,44 @@ func (s *subscription) convert(m jetstream.Msg) *driver.Message {
 		}
 		dm.Header[k] = vs[0]
 	}
-	if md, err := m.Metadata(); err == nil {
-		dm.Attempt = int(md.NumDelivered)
+	if n := deliveries(m.Reply()); n > 0 {
+		dm.Attempt = n
 	}
 	s.mu.Lock()
 	s.held[m] = struct{}{}
 	s.mu.Unlock()
 	return dm
+}
+
+// deliveries reads how many times the server delivered a message from its
+// reply subject, as Msg.Metadata does without allocating:
+// $JS.ACK.<stream>.<consumer>.<delivered>... on older servers, and
+// $JS.ACK.<domain>.<account hash>.<stream>.<consumer>.<delivered>... on
+// newer ones. It returns 0 when the subject has neither form.
+func deliveries(reply string) int {
+	rest, ok := strings.CutPrefix(reply, "$JS.ACK.")
+	if !ok {
+		return 0
+	}
+	skip := 2 // stream, consumer
+	switch tokens := strings.Count(reply, ".") + 1; {
+	case tokens >= 11:
+		skip = 4 // domain, account hash, stream, consumer
+	case tokens != 9:
+		return 0
+	}
+	for range skip {
+		_, rest, _ = strings.Cut(rest, ".")
+	}
+	field, _, _ := strings.Cut(rest, ".")
+	n := 0
+	for _, c := range []byte(field) {
+		if c < '0' || c > '9' {
+			return 0
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n
 }
 
 // keepLeases tells the server, every third of AckWait, that the held
