@@ -63,9 +63,13 @@
 //     window rather than waiting for each in turn.
 //  4. Receive blocks until at least one message is available, the context is
 //     done or the subscription is closed. Fill Attempt from the broker's
-//     delivery count. Close stops receiving and hands back what the driver
-//     had buffered but not returned from Receive (a Nack without delay, or
-//     the broker's equivalent), so the next subscriber gets it soon.
+//     delivery count. When the broker has an acknowledgement deadline, keep
+//     it extended for the messages returned by Receive until they are
+//     settled: events may hold one for a long handler, or while the events
+//     before it of its key are handled. Close stops receiving and hands
+//     back what the driver had buffered but not returned from Receive (a
+//     Nack without delay, or the broker's equivalent), so the next
+//     subscriber gets it soon.
 //  5. Fill Capabilities truthfully; the conformance suite uses them to
 //     decide what to expect.
 //  6. Add a ten-line test that calls drivertest.RunConformanceTests with a
@@ -74,6 +78,43 @@
 //     through a proxy that the harness can cut and restore.
 //  7. Give the driver a Config section if it has settings, and teach
 //     events/eventbus to open it.
+//
+// # Mapping the backends
+//
+// How the backends Loam plans for fit the interface:
+//
+//   - NATS JetStream (events/natsjs): a topic is a subject in a stream;
+//     ID is Nats-Msg-Id, which the stream deduplicates; a subscription is a
+//     durable pull consumer with MaxDeliver = MaxAttempts+1; Ack, Nak with
+//     delay and Term are JetStream's; Attempt is the delivery count from the
+//     message's metadata; InProgress keeps leases.
+//   - RabbitMQ (amqp091-go): a topic is a routing key on a durable topic
+//     exchange; a subscription is a quorum queue named after the
+//     subscription and the topic, bound to that key, with x-delivery-limit =
+//     MaxAttempts+1 and a prefetch (basic.qos) of MaxInFlight. Send publishes
+//     with publisher confirms, pipelined, and returns once every confirm
+//     (ack) is in; a nack or a lost channel is a retryable error. ID is the
+//     AMQP message-id, Header the headers table, Body the body as is.
+//     Attempt is x-delivery-count plus one. Ack is basic.ack; Nack holds the
+//     delivery for its delay and then basic.nack with requeue; Term is
+//     basic.ack, since events has already dead-lettered the message (a
+//     reject would dead-letter it a second time through a broker DLX). The
+//     driver re-dials connections and re-opens channels after a failure;
+//     deliveries of the old channel can no longer be settled and come back
+//     from the broker. Quorum queues keep the order of one queue, so
+//     OrderedPerKey holds.
+//   - Postgres outbox (pgx v5): a Broker that wraps another. OpenTopic
+//     returns a Topic whose Send inserts the messages into an outbox table,
+//     inside the application's transaction carried by the context (or one
+//     of its own), so an event is committed exactly when the business
+//     change is; a relay reads committed rows in order, sends them through
+//     the wrapped Broker's Topic with the same IDs (so a relay that crashes
+//     after sending and before marking causes a duplicate that brokers and
+//     subscribers drop), in order per key, and marks them sent.
+//     OpenSubscription and Capabilities are the wrapped Broker's.
+//     Rolled-back rows are never seen, so never sent.
+//   - In memory (events/memory): queues per subscription name in the
+//     process, for tests and local runs.
 package driver
 
 import (

@@ -47,6 +47,15 @@
 // the process, on loopback, and connects to it: local runs get the real
 // broker's behaviour without running one. Close shuts it down.
 //
+// # Configuration
+//
+// Config is the `nats` part of the events section (eventbus.Config.NATS):
+// the server and its credentials, the streams to provision, the defaults of
+// streams created on demand, AckWait and MaxAckPending with overrides per
+// subscription name, the publish window and timeout, and the embedded
+// server. Its Validate names the full key of every problem, such as
+// "events.nats.streams[0].subjects".
+//
 // # Errors and Close
 //
 // New's errors name the setting or stream at fault. A Broker and what it
