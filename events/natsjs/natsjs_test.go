@@ -18,6 +18,7 @@ import (
 	"github.com/loamhq/loam/events"
 	"github.com/loamhq/loam/events/driver"
 	"github.com/loamhq/loam/events/natsjs"
+	"github.com/loamhq/loam/internal/testenv"
 	testingv1 "github.com/loamhq/loam/proto/loam/testing/v1"
 )
 
@@ -373,5 +374,67 @@ func TestDeliveries(t *testing.T) {
 		if got := natsjs.Deliveries(reply); got != want {
 			t.Errorf("deliveries(%q) = %d, want %d", reply, got, want)
 		}
+	}
+}
+
+// TestStalledBroker publishes while the broker accepts data and answers
+// nothing: Publish gives up with an error after its timeout instead of
+// hanging, and once the broker answers again the events flow, none twice.
+func TestStalledBroker(t *testing.T) {
+	url := server(t)
+	proxy := testenv.NewProxy(t, strings.TrimPrefix(url, "nats://"))
+	ctx := context.Background()
+	b := open(t, natsjs.Config{URL: "nats://" + proxy.Addr(), PublishTimeout: 300 * time.Millisecond, ReconnectWait: 100 * time.Millisecond})
+	bus, err := events.NewBus(b, events.WithPublishTimeout(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bus.Close(ctx)
+	topic, err := events.NewTopic[*testingv1.Ping](ctx, bus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	seen := map[string]int{}
+	if _, err := topic.Subscribe(ctx, "s", func(ctx context.Context, e *events.Event[*testingv1.Ping]) error {
+		mu.Lock()
+		seen[e.ID]++
+		mu.Unlock()
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Stall()
+	start := time.Now()
+	err = topic.Publish(ctx, &testingv1.Ping{}, events.WithID("during-stall"))
+	if err == nil || !strings.Contains(err.Error(), "gave up after 2s") {
+		t.Errorf("Publish to a stalled broker = %v, want it to give up after 2s", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Publish to a stalled broker took %v", d)
+	}
+	proxy.Restore()
+	// The producer retries; whichever copy arrives is handled once.
+	if err := topic.Publish(ctx, &testingv1.Ping{}, events.WithID("during-stall")); err != nil {
+		t.Fatalf("Publish after the broker came back: %v", err)
+	}
+	if err := topic.Publish(ctx, &testingv1.Ping{}, events.WithID("after")); err != nil {
+		t.Fatalf("Publish after the broker came back: %v", err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		mu.Lock()
+		n := len(seen)
+		mu.Unlock()
+		if n == 2 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	if seen["during-stall"] != 1 || seen["after"] != 1 {
+		t.Errorf("handled %v, want each ID once", seen)
 	}
 }
