@@ -94,13 +94,13 @@ func (b *Bus) subscribe(ctx context.Context, topic, name string, p policy, order
 		return nil, fmt.Errorf("events: subscribing %q to %q: %w", name, topic, err)
 	}
 	s.ds = ds
-	if err := b.register(s); err != nil {
-		ds.Close()
-		return nil, err
-	}
 	s.recvCtx, s.stopRecv = context.WithCancel(context.Background())
 	s.workCtx, s.stopWork = context.WithCancel(context.Background())
 	go s.receive()
+	if err := b.register(s); err != nil { // the Bus closed meanwhile
+		s.Close(context.Background())
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -115,8 +115,8 @@ func (s *Subscription) Name() string { return s.name }
 func (s *Subscription) Done() <-chan struct{} { return s.loopDone }
 
 // Err returns why the subscription stopped receiving by itself, such as
-// the topic having been deleted on the broker, once Done is closed; nil
-// otherwise, and after Close.
+// its consumer having been deleted on the broker, once Done is closed; nil
+// while it runs, and when Close stopped it.
 func (s *Subscription) Err() error {
 	select {
 	case <-s.loopDone:
