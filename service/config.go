@@ -12,6 +12,7 @@ import (
 	"github.com/loamhq/loam/authn"
 	"github.com/loamhq/loam/authz"
 	"github.com/loamhq/loam/cache"
+	"github.com/loamhq/loam/events/eventbus"
 	"github.com/loamhq/loam/telemetry"
 )
 
@@ -44,6 +45,9 @@ type Config struct {
 	// Cache is the `cache` section: the Store that Server.Cache returns.
 	// Its namespace defaults to service.name.
 	Cache cache.Config `koanf:"cache"`
+	// Events is the `events` section: the Bus that Server.Bus returns. Its
+	// source defaults to "//" and service.name.
+	Events eventbus.Config `koanf:"events"`
 }
 
 // Settings is the `service` section.
@@ -299,6 +303,9 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if err := c.cache().Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Events.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := c.Authz.Validate(); err != nil {

@@ -2,8 +2,9 @@
 // Loam's parts.
 //
 // New builds a Server from the standard Config (the `service`, `telemetry`,
-// `authn`, `authz` and `cache` sections): the cache Store (Server.Cache,
-// with its readiness check), recovery, telemetry, limits,
+// `authn`, `authz`, `cache` and `events` sections): the cache Store
+// (Server.Cache, with its readiness check), the events Bus (Server.Bus,
+// drained after the calls in flight), recovery, telemetry, limits,
 // authentication, authorization and fault injection wired in a documented
 // order (see Server), the grpc.health.v1 service with per-service status,
 // reflection on outside production, TLS from files it reloads on change,

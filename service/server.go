@@ -24,6 +24,8 @@ import (
 
 	"github.com/loamhq/loam/authn"
 	"github.com/loamhq/loam/cache"
+	"github.com/loamhq/loam/events"
+	"github.com/loamhq/loam/events/eventbus"
 	"github.com/loamhq/loam/telemetry"
 )
 
@@ -208,6 +210,7 @@ type Server struct {
 	creds  credentials.TransportCredentials // nil for plaintext
 	tlsRel *tlsReloader                     // nil unless from service.tls
 	cache  *cache.Store
+	bus    *events.Bus
 	admin  *admin
 
 	mu         sync.Mutex
@@ -312,6 +315,20 @@ func New(ctx context.Context, cfg Config, opts ...Option) (_ *Server, err error)
 		}
 		return nil, err
 	}
+	source := cfg.Events.Source
+	if source == "" {
+		source = "//" + cfg.Service.Name
+	}
+	s.bus, err = eventbus.Open(ctx, cfg.Events, events.WithSource(source), events.WithLogger(s.log),
+		events.WithTracerProvider(s.tel.TracerProvider()), events.WithMeterProvider(s.tel.MeterProvider()),
+		events.WithPropagator(s.tel.Propagator()))
+	if err != nil {
+		s.cache.Close()
+		if s.tlsRel != nil {
+			s.tlsRel.close()
+		}
+		return nil, err
+	}
 	s.health = health.NewServer()
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	if cfg.Service.AdminAddr != "" || s.o.adminLn != nil {
@@ -380,6 +397,11 @@ func (s *Server) GRPC() *grpc.Server {
 	defer s.mu.Unlock()
 	return s.grpc
 }
+
+// Bus returns the events Bus that the `events` section describes, in
+// memory or on NATS JetStream, for events.NewTopic. The server closes it,
+// draining its subscriptions, once calls in flight have ended.
+func (s *Server) Bus() *events.Bus { return s.bus }
 
 // Cache returns the cache Store that the `cache` section describes, for
 // cache.New: in process only, or in front of Redis. The server closes it
@@ -577,6 +599,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		var errs []error
 		if g := s.GRPC(); g != nil && !s.drain(ctx, g) {
 			errs = append(errs, ErrCallsCut)
+		}
+		// Handlers have ended, so nothing publishes any more; the bus
+		// drains its subscriptions' handlers, bounded by ctx.
+		if err := s.bus.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("events: %w", err))
 		}
 		if s.admin != nil {
 			if err := s.admin.shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -164,5 +166,24 @@ func TestErrorLines(t *testing.T) {
 				t.Errorf("errorLines(%v) mismatch (-want +got):\n%s", tt.err, diff)
 			}
 		})
+	}
+}
+
+// TestEventsSection checks that "loam config" knows the events section:
+// validate checks it strictly and does not list it as an application's.
+func TestEventsSection(t *testing.T) {
+	if !slices.Contains(knownSections(), "events") {
+		t.Fatalf("knownSections() = %v, want events among them", knownSections())
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "base.yaml"), []byte("service:\n  name: x\nevents:\n  driver: nats\n  nats:\n    url: nats://nats:4222\n    publish_window: -1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"config", "validate", dir}, &stdout, &stderr); code != 1 {
+		t.Errorf("validate = %d, want 1; stdout:\n%s", code, stdout.String())
+	}
+	if !strings.Contains(stdout.String(), "events.nats.publish_window: -1 is below the minimum 0") || strings.Contains(stdout.String(), "not checked") {
+		t.Errorf("validate output:\n%s\nwant the events problem, and no unchecked section", stdout.String())
 	}
 }

@@ -1,0 +1,214 @@
+// Package eventbus opens an events.Bus from the `events` section of a
+// service's configuration, in one call, over the driver that the section
+// names:
+//
+//	bus, err := eventbus.Open(ctx, cfg.Events, events.WithSource("//captures"))
+//	defer bus.Close(ctx)
+//
+// It knows every driver of Loam, explicitly: there is no registry to fill.
+// A program that builds its Broker in code (events.NewBus(memory.New()))
+// does not need this package, nor link the drivers it does not use.
+//
+// # Configuration
+//
+// Config is the `events` section:
+//
+//	events:
+//	  driver: nats            # memory (the default) or nats
+//	  source: //captures      # the CloudEvents source of published events
+//	  delivery:
+//	    max_attempts: 5
+//	    initial_backoff: 100ms
+//	    max_backoff: 30s
+//	    concurrency: 16
+//	  nats:
+//	    url: nats://nats:4222
+//	    streams:
+//	      - name: ORDERS
+//	        subjects: ["org.example.orders.>"]
+//	        max_age: 168h
+//
+// For a local run without a broker, driver memory keeps events in the
+// process, and driver nats with nats.embedded.enabled runs a real NATS
+// server inside it.
+//
+// # Errors
+//
+// Config.Validate names the full key of every problem ("events.driver: ...",
+// "events.nats.streams[0].name: ..."); Open calls it first, then fails with
+// the driver's error when the broker cannot be reached.
+package eventbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/loamhq/loam/events"
+	"github.com/loamhq/loam/events/driver"
+	"github.com/loamhq/loam/events/memory"
+	"github.com/loamhq/loam/events/natsjs"
+)
+
+// Drivers that Config.Driver names.
+const (
+	DriverMemory = "memory"
+	DriverNATS   = "nats"
+)
+
+// Config is the `events` section of a Loam service's configuration. The
+// zero value opens an in-memory Bus with the default delivery policy.
+type Config struct {
+	// Driver is memory (the default) or nats.
+	Driver string `koanf:"driver" default:"memory" validate:"omitempty,oneof=memory nats"`
+	// Source is the CloudEvents source of the events the service
+	// publishes, a URI reference such as "//captures". Empty means "/" and
+	// the program's name.
+	Source string `koanf:"source"`
+	// PublishTimeout bounds how long a publish keeps retrying while the
+	// broker is unreachable.
+	PublishTimeout time.Duration `koanf:"publish_timeout" default:"30s" validate:"min=0s"`
+	// Delivery is the default delivery policy of every subscription; code
+	// may override it per subscription.
+	Delivery Delivery `koanf:"delivery"`
+	// Dedup configures the deduplication of events by ID on the consumer
+	// side.
+	Dedup Dedup `koanf:"dedup"`
+	// NATS configures the nats driver.
+	NATS natsjs.Config `koanf:"nats"`
+}
+
+// Delivery is the default delivery policy of subscriptions.
+type Delivery struct {
+	// MaxAttempts is how many times an event is handled before it is
+	// dead-lettered.
+	MaxAttempts int `koanf:"max_attempts" default:"5" validate:"min=0"`
+	// InitialBackoff and MaxBackoff bound the exponential backoff between
+	// attempts.
+	InitialBackoff time.Duration `koanf:"initial_backoff" default:"100ms" validate:"min=0s"`
+	MaxBackoff     time.Duration `koanf:"max_backoff" default:"30s" validate:"min=0s"`
+	// Concurrency is how many events a subscription handles at once.
+	Concurrency int `koanf:"concurrency" default:"16" validate:"min=0"`
+	// HandlerTimeout bounds each handler call; zero means no bound.
+	HandlerTimeout time.Duration `koanf:"handler_timeout" validate:"min=0s"`
+}
+
+// Dedup configures consumer-side deduplication, which is on by default.
+type Dedup struct {
+	// Disabled turns deduplication off.
+	Disabled bool `koanf:"disabled"`
+	// Window is how long a processed event ID is remembered.
+	Window time.Duration `koanf:"window" default:"10m" validate:"min=0s"`
+	// Size is how many IDs the in-process memory holds.
+	Size int `koanf:"size" default:"100000" validate:"min=0"`
+}
+
+// Validate reports every problem of c, joined, each naming its full key.
+// Zero numbers mean their defaults, as in a Config built in code.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("events.%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	switch c.Driver {
+	case "", DriverMemory:
+	case DriverNATS:
+		if err := c.NATS.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	default:
+		bad("driver", "%q is not memory or nats", c.Driver)
+	}
+	d := c.Delivery
+	for key, n := range map[string]int{"delivery.max_attempts": d.MaxAttempts, "delivery.concurrency": d.Concurrency, "dedup.size": c.Dedup.Size} {
+		if n < 0 {
+			bad(key, "%d is negative", n)
+		}
+	}
+	for key, v := range map[string]time.Duration{
+		"publish_timeout": c.PublishTimeout, "delivery.initial_backoff": d.InitialBackoff,
+		"delivery.max_backoff": d.MaxBackoff, "delivery.handler_timeout": d.HandlerTimeout, "dedup.window": c.Dedup.Window,
+	} {
+		if v < 0 {
+			bad(key, "%v is negative", v)
+		}
+	}
+	if d.MaxBackoff > 0 && d.MaxBackoff < d.InitialBackoff {
+		bad("delivery.max_backoff", "%v is below initial_backoff %v", d.MaxBackoff, d.InitialBackoff)
+	}
+	return errors.Join(errs...)
+}
+
+// Options returns the events options that c sets: the source, the publish
+// timeout, the deduplicator and the default delivery policy. Open passes
+// them to events.NewBus before the caller's.
+func (c Config) Options() []events.Option {
+	var opts []events.Option
+	if c.Source != "" {
+		opts = append(opts, events.WithSource(c.Source))
+	}
+	if c.PublishTimeout > 0 {
+		opts = append(opts, events.WithPublishTimeout(c.PublishTimeout))
+	}
+	if c.Dedup.Disabled {
+		opts = append(opts, events.WithDeduper(nil))
+	} else {
+		size := c.Dedup.Size
+		if size == 0 {
+			size = events.DefaultMemoryDedupSize
+		}
+		opts = append(opts, events.WithDeduper(events.NewMemoryDeduper(size)))
+	}
+	var policy []events.SubscribeOption
+	d := c.Delivery
+	if d.MaxAttempts > 0 {
+		policy = append(policy, events.WithMaxAttempts(d.MaxAttempts))
+	}
+	if d.InitialBackoff > 0 || d.MaxBackoff > 0 {
+		initial, maxB := d.InitialBackoff, d.MaxBackoff
+		if initial == 0 {
+			initial = events.DefaultInitialBackoff
+		}
+		if maxB == 0 {
+			maxB = max(events.DefaultMaxBackoff, initial)
+		}
+		policy = append(policy, events.WithBackoff(initial, maxB))
+	}
+	if d.Concurrency > 0 {
+		policy = append(policy, events.WithConcurrency(d.Concurrency))
+	}
+	if d.HandlerTimeout > 0 {
+		policy = append(policy, events.WithHandlerTimeout(d.HandlerTimeout))
+	}
+	if c.Dedup.Window > 0 {
+		policy = append(policy, events.WithDedupWindow(c.Dedup.Window))
+	}
+	return append(opts, events.WithDefaults(policy...))
+}
+
+// Open validates cfg, connects the driver it names and returns a Bus over
+// it, configured by cfg and then by opts. The Bus owns the driver: its Close
+// closes the connection (and an embedded server).
+func Open(ctx context.Context, cfg Config, opts ...events.Option) (*events.Bus, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	var b driver.Broker
+	switch cfg.Driver {
+	case "", DriverMemory:
+		b = memory.New()
+	case DriverNATS:
+		nb, err := natsjs.New(ctx, cfg.NATS)
+		if err != nil {
+			return nil, fmt.Errorf("eventbus: events.nats: %w", err)
+		}
+		b = nb
+	}
+	bus, err := events.NewBus(b, append(cfg.Options(), opts...)...)
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	return bus, nil
+}

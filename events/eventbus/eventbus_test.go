@@ -1,0 +1,242 @@
+package eventbus_test
+
+import (
+	"context"
+	"crypto/rand"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/loamhq/loam/config"
+	"github.com/loamhq/loam/events"
+	"github.com/loamhq/loam/events/eventbus"
+	"github.com/loamhq/loam/events/natsjs"
+	"github.com/loamhq/loam/internal/testenv"
+	testingv1 "github.com/loamhq/loam/proto/loam/testing/v1"
+)
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  eventbus.Config
+		want []string // each a problem's text, naming its key
+	}{
+		{name: "zero value", cfg: eventbus.Config{}},
+		{name: "memory", cfg: eventbus.Config{Driver: "memory", Source: "//captures"}},
+		{name: "nats", cfg: eventbus.Config{Driver: "nats", NATS: natsjs.Config{URL: "nats://a:4222,nats://b:4222"}}},
+		{name: "unknown driver", cfg: eventbus.Config{Driver: "kafka"}, want: []string{`events.driver: "kafka" is not memory or nats`}},
+		{
+			name: "bad delivery",
+			cfg: eventbus.Config{Delivery: eventbus.Delivery{MaxAttempts: -1, Concurrency: -2, InitialBackoff: time.Second, MaxBackoff: time.Millisecond},
+				PublishTimeout: -time.Second, Dedup: eventbus.Dedup{Size: -1}},
+			want: []string{
+				"events.delivery.max_attempts: -1 is negative",
+				"events.delivery.concurrency: -2 is negative",
+				"events.delivery.max_backoff: 1ms is below initial_backoff 1s",
+				"events.publish_timeout: -1s is negative",
+				"events.dedup.size: -1 is negative",
+			},
+		},
+		{
+			name: "bad nats settings",
+			cfg: eventbus.Config{Driver: "nats", NATS: natsjs.Config{
+				URL:           "http://nats:4222",
+				User:          "u",
+				Token:         config.NewSecret("t"),
+				SubjectPrefix: "bad prefix",
+				TLSCertFile:   "cert.pem",
+				Streams: []natsjs.StreamConfig{
+					{Name: "ORDERS", Subjects: []string{"orders.>"}},
+					{Name: "ORDERS", Subjects: []string{"bad subject"}, Storage: "disk", Replicas: 7},
+					{Name: "has.dot", MaxAge: time.Minute, DuplicateWindow: time.Hour},
+				},
+				Consumers: map[string]natsjs.ConsumerConfig{"billing": {AckWait: -time.Second}},
+			}},
+			want: []string{
+				`events.nats.url: "http://nats:4222" is not a nats:// or tls:// URL`,
+				"events.nats.user: set at most one of",
+				"events.nats.tls_cert_file: tls_cert_file and tls_key_file go together",
+				`events.nats.subject_prefix: "bad prefix"`,
+				`events.nats.streams[1].name: "ORDERS" is listed twice`,
+				`events.nats.streams[1].subjects[0]: "bad subject" is not a NATS subject`,
+				`events.nats.streams[1].storage: "disk" is not file or memory`,
+				"events.nats.streams[1].replicas: 7 is not between 1 and 5",
+				`events.nats.streams[2].name: "has.dot" is not a stream name`,
+				"events.nats.streams[2].subjects: at least one subject is required",
+				"events.nats.streams[2].duplicate_window: 1h0m0s is longer than max_age 1m0s",
+				"events.nats.consumers.billing.ack_wait: -1s is negative",
+			},
+		},
+		{name: "nats settings ignored by memory", cfg: eventbus.Config{NATS: natsjs.Config{URL: "http://x"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cfg.Validate()
+			if len(tt.want) == 0 {
+				if err != nil {
+					t.Fatalf("Validate() = %v, want nil", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("Validate() = nil, want %d problems", len(tt.want))
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Validate() = %v\nwant a problem containing %q", err, w)
+				}
+			}
+			if n := len(strings.Split(err.Error(), "\n")); n != len(tt.want) {
+				t.Errorf("Validate() reported %d problems, want %d:\n%v", n, len(tt.want), err)
+			}
+		})
+	}
+}
+
+// TestLoad loads the section through config.Load, as a service does: the
+// defaults come from the tags, and bad values are reported with their keys.
+func TestLoad(t *testing.T) {
+	type cfg struct {
+		Events eventbus.Config `koanf:"events"`
+	}
+	dir := t.TempDir()
+	write := func(content string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, "base.yaml"), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	write("events:\n  driver: nats\n  nats:\n    streams:\n      - name: ORDERS\n        subjects: [\"orders.>\"]\n")
+	c, err := config.Load[cfg](ctx, config.WithDir(dir), config.WithEnvironment("test"))
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	e := c.Events
+	if e.Delivery.MaxAttempts != 5 || e.Delivery.Concurrency != 16 || e.NATS.URL != natsjs.DefaultURL ||
+		e.NATS.PublishWindow != natsjs.DefaultPublishWindow || e.Dedup.Window != 10*time.Minute {
+		t.Errorf("defaults not applied: %+v", e)
+	}
+	if err := e.Validate(); err != nil {
+		t.Errorf("Validate of a loaded section = %v", err)
+	}
+	write("events:\n  driver: kafka\n  delivery:\n    concurency: 3\n  nats:\n    streams:\n      - name: X\n        storage: disk\n")
+	_, err = config.Load[cfg](ctx, config.WithDir(dir), config.WithEnvironment("test"))
+	for _, key := range []string{"events.driver", "events.delivery.concurency", "events.nats.streams[0].storage"} {
+		if err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("Load of a bad section = %v, want a problem naming %s", err, key)
+		}
+	}
+}
+
+func roundTrip(t *testing.T, bus *events.Bus) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	topic, err := events.NewTopic[*testingv1.Ping](ctx, bus, events.WithTopicName("eventbus.test."+strings.ToLower(strings.ReplaceAll(t.Name(), "/", "_"))))
+	if err != nil {
+		t.Fatalf("NewTopic: %v", err)
+	}
+	got := make(chan string, 1)
+	if _, err := topic.Subscribe(ctx, "test", func(ctx context.Context, e *events.Event[*testingv1.Ping]) error {
+		got <- e.Source + " " + e.Data.GetText()
+		return nil
+	}); err != nil {
+		t.Fatalf("Subscribe: %v", err)
+	}
+	if err := topic.Publish(ctx, &testingv1.Ping{Text: "hi"}); err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	select {
+	case s := <-got:
+		if s != "//eventbus hi" {
+			t.Errorf("received %q, want %q", s, "//eventbus hi")
+		}
+	case <-ctx.Done():
+		t.Fatal("the event did not arrive")
+	}
+}
+
+func TestOpen(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name string
+		cfg  eventbus.Config
+	}{
+		{"memory", eventbus.Config{Source: "//eventbus"}},
+		{"embedded nats", eventbus.Config{Driver: "nats", Source: "//eventbus", NATS: natsjs.Config{
+			Embedded: natsjs.EmbeddedConfig{Enabled: true, StoreDir: t.TempDir()}}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			bus, err := eventbus.Open(ctx, tt.cfg)
+			if err != nil {
+				t.Fatalf("Open: %v", err)
+			}
+			defer bus.Close(ctx)
+			roundTrip(t, bus)
+		})
+	}
+}
+
+func TestOpenNATS(t *testing.T) {
+	url := testenv.NATS.URL(t)
+	prefix := "loam-test-" + strings.ToLower(rand.Text()[:10])
+	t.Cleanup(func() { deleteStreams(t, url, prefix+".>") })
+	ctx := context.Background()
+	bus, err := eventbus.Open(ctx, eventbus.Config{Driver: "nats", Source: "//eventbus", NATS: natsjs.Config{URL: url, SubjectPrefix: prefix}})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer bus.Close(ctx)
+	if s := bus.Capabilities().System; s != "nats" {
+		t.Errorf("System = %q, want nats", s)
+	}
+	roundTrip(t, bus)
+}
+
+// deleteStreams deletes the streams that store subjects matching filter.
+func deleteStreams(t *testing.T, url, filter string) {
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Errorf("cleanup: %v", err)
+		return
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	names := js.StreamNames(ctx, jetstream.WithStreamListSubject(filter))
+	for name := range names.Name() {
+		if err := js.DeleteStream(ctx, name); err != nil {
+			t.Errorf("cleanup: deleting stream %s: %v", name, err)
+		}
+	}
+}
+
+func TestOpenErrors(t *testing.T) {
+	ctx := context.Background()
+	if _, err := eventbus.Open(ctx, eventbus.Config{Driver: "kafka"}); err == nil || !strings.Contains(err.Error(), "events.driver") {
+		t.Errorf("Open with a bad driver = %v, want an error naming events.driver", err)
+	}
+	// Nothing listens on a port that was just freed.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	_, err = eventbus.Open(ctx, eventbus.Config{Driver: "nats", NATS: natsjs.Config{URL: "nats://" + addr, ConnectTimeout: time.Second}})
+	if err == nil || !strings.Contains(err.Error(), "events.nats") {
+		t.Errorf("Open with no server = %v, want an error naming events.nats", err)
+	}
+	if _, err := eventbus.Open(ctx, eventbus.Config{Delivery: eventbus.Delivery{InitialBackoff: time.Minute}}); err != nil {
+		t.Errorf("Open with an initial backoff above the default cap = %v, want nil", err)
+	}
+}

@@ -1,0 +1,4 @@
+package natsjs
+
+// Deliveries exposes deliveries to the tests.
+var Deliveries = deliveries
