@@ -27,7 +27,7 @@ var (
 // UnaryInterceptor authenticates every unary call; it is a
 // grpc.UnaryServerInterceptor. See StreamInterceptor for the rules.
 func (a *Authenticator) UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	ctx, err := a.authenticate(ctx, info.FullMethod)
+	ctx, err := a.Authenticate(ctx, info.FullMethod)
 	if err != nil {
 		return nil, err
 	}
@@ -57,7 +57,7 @@ func (a *Authenticator) UnaryInterceptor(ctx context.Context, req any, info *grp
 // context ends while keys are fetched, the call ends with the context's
 // code (Canceled or DeadlineExceeded) and a generic message.
 func (a *Authenticator) StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	ctx, err := a.authenticate(ss.Context(), info.FullMethod)
+	ctx, err := a.Authenticate(ss.Context(), info.FullMethod)
 	if err != nil {
 		return err
 	}
@@ -74,7 +74,12 @@ type stream struct {
 
 func (s *stream) Context() context.Context { return s.ctx }
 
-func (a *Authenticator) authenticate(ctx context.Context, method string) (context.Context, error) {
+// Authenticate does for one call of method (a full gRPC method name) what
+// the interceptors do, for a server that runs its own chain: it returns the
+// context for the handler, carrying the principal, or the status error to
+// send. A call without credentials on a public method gets ctx back as it
+// is.
+func (a *Authenticator) Authenticate(ctx context.Context, method string) (context.Context, error) {
 	p, err := a.principal(ctx)
 	switch {
 	case err == nil:

@@ -33,9 +33,21 @@ func (d *Decision) err() error {
 // request message, and puts the Authorizer in the handler's context for
 // Check. See StreamInterceptor for the rules.
 func (a *Authorizer) UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	ctx, err := a.Authorize(ctx, info.FullMethod, req)
+	if err != nil {
+		return nil, err
+	}
+	return handler(ctx, req)
+}
+
+// Authorize decides a unary call of fullMethod with request req as
+// UnaryInterceptor does, for a server that runs its own chain: it returns
+// the context for the handler, which carries the Authorizer for Check, or
+// the status error to send. The decision is recorded as the interceptor's.
+func (a *Authorizer) Authorize(ctx context.Context, fullMethod string, req any) (context.Context, error) {
 	p, _ := authn.FromContext(ctx)
-	d := Decision{Method: info.FullMethod}
-	if m := a.methods[info.FullMethod]; m != nil {
+	d := Decision{Method: fullMethod}
+	if m := a.methods[fullMethod]; m != nil {
 		d = a.decideRule(m, p)
 		m.evalCondition(&d, req, p)
 	}
@@ -43,7 +55,7 @@ func (a *Authorizer) UnaryInterceptor(ctx context.Context, req any, info *grpc.U
 	if !d.Allowed {
 		return nil, d.err()
 	}
-	return handler(NewContext(ctx, a), req)
+	return NewContext(ctx, a), nil
 }
 
 // StreamInterceptor authorizes every streaming call; it is a

@@ -91,8 +91,14 @@ func client(st *Stack) (*grpc.ClientConn, testpb.TestServiceClient, error) {
 	return conn, testpb.NewTestServiceClient(conn), nil
 }
 
+// callTimeout is the deadline of every call, as grpc-go recommends and
+// Loam's Dial sets by default: a server then never needs one of its own.
+const callTimeout = 10 * time.Second
+
 // call makes one call of shape sh.
 func call(ctx context.Context, c testpb.TestServiceClient, sh Shape) error {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
 	if !sh.Stream {
 		_, err := c.UnaryCall(ctx, &testpb.SimpleRequest{ResponseSize: int32(sh.Size)})
 		return err

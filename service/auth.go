@@ -11,11 +11,13 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 
@@ -99,15 +101,14 @@ func (s *Server) prepare() error {
 		hopts = append(hopts, telemetry.PublicEndpoint(nil))
 	}
 	var gopts []grpc.ServerOption
-	var tel Interceptor
-	if s.tel.Recording() {
-		gopts = append(gopts, grpc.StatsHandler(s.tel.ServerHandler(hopts...)))
-	} else {
-		tel = InterceptorFuncs(s.tel.ServerPassThrough(hopts...))
-	}
 	s.rejected = newRejections(s.tel.MeterProvider(), s.table.methods)
 	s.live.Store(s.liveState(s.cfg.Service))
-	s.entry = &entry{log: s.log, live: &s.live, codec: newRequestCodec(), rejected: s.rejected}
+	s.hasRates = len(s.cfg.Service.Limits.RateLimits) > 0
+	s.hasFaults = s.cfg.Service.Faults.Enabled
+	s.entry = &entry{
+		log: s.log, live: &s.live, codec: newRequestCodec(), rejected: s.rejected,
+		rec: s.tel.ServerRecorder(hopts...), known: s.table.known,
+	}
 	unary := []grpc.UnaryServerInterceptor{s.entry.unary}
 	stream := []grpc.StreamServerInterceptor{s.entry.stream}
 	add := func(slots ...Interceptor) {
@@ -118,17 +119,25 @@ func (s *Server) prepare() error {
 			}
 		}
 	}
-	add(tel, authnSlot)
-	// Rate limits and fault injection cost a link of the chain only when
+	// Rate limits and fault injection cost their work only when
 	// configured at start; a reload can change them but not add them.
-	s.hasRates = len(s.cfg.Service.Limits.RateLimits) > 0
+	var rates Interceptor
 	if s.hasRates {
 		l := limiter{&s.live}
-		add(InterceptorFuncs(l.unary, l.stream))
+		rates = InterceptorFuncs(l.unary, l.stream)
 	}
-	add(authzSlot)
+	if a, ok := authnSlot.(*authn.Authenticator); (ok || authnSlot == nil) && (authzSlot == &s.authzNow || authzSlot == nil) {
+		// Loam's own authentication and authorization run inside the
+		// entry link, called directly: every link of grpc-go's chain
+		// allocates a closure per call.
+		s.entry.authn, s.entry.rates = a, s.hasRates
+		if authzSlot != nil {
+			s.entry.authz = &s.authzNow
+		}
+	} else {
+		add(authnSlot, rates, authzSlot)
+	}
 	add(s.o.app...)
-	s.hasFaults = s.cfg.Service.Faults.Enabled
 	if s.hasFaults {
 		f := faultSlot{&s.live}
 		add(InterceptorFuncs(f.unary, f.stream))
@@ -136,6 +145,9 @@ func (s *Server) prepare() error {
 	lim := s.cfg.Service.Limits
 	gopts = append(gopts,
 		grpc.ForceServerCodecV2(s.entry.codec),
+		// Calls of methods the server does not serve reach the entry
+		// link too, so they are counted (as _OTHER) before being refused.
+		grpc.UnknownServiceHandler(unknownMethod),
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
 		grpc.MaxRecvMsgSize(lim.MaxRecvMsgBytes),
@@ -176,14 +188,24 @@ func (s *Server) prepare() error {
 type table struct {
 	methods []string
 	public  map[string]bool
+	known   map[string]bool
 }
 
 func tableOf(az *authz.Authorizer) table {
-	t := table{methods: az.Methods(), public: map[string]bool{}}
+	t := table{methods: az.Methods(), public: map[string]bool{}, known: map[string]bool{}}
 	for _, m := range az.PublicMethods() {
 		t.public[m] = true
 	}
+	for _, m := range t.methods {
+		t.known[m] = true
+	}
 	return t
+}
+
+// unknownMethod answers the calls of methods the server does not serve,
+// as grpc-go would.
+func unknownMethod(any, grpc.ServerStream) error {
+	return status.Error(codes.Unimplemented, "unknown method")
 }
 
 // liveState compiles what a reload may change.

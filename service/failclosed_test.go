@@ -377,6 +377,10 @@ func TestUnknownMethodsDoNotDisplaceKnownOnes(t *testing.T) {
 			t.Fatalf("call of a made-up method = %v", err)
 		}
 	}
+	_, body := r.get(t, "/metrics")
+	if !strings.Contains(body, `rpc_method="_OTHER",rpc_response_status_code="UNIMPLEMENTED"`) {
+		t.Error("the calls of made-up methods are not counted as _OTHER")
+	}
 	r.spans.Reset()
 	ctx := metadata.AppendToOutgoingContext(t.Context(), "traceparent", traceparent)
 	if _, err := stubserver.Unary(ctx, r.conn, "x"); err != nil {

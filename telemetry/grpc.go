@@ -127,6 +127,7 @@ type handler struct {
 
 // methodInfo is what a handler computes once per method.
 type methodInfo struct {
+	h      *handler
 	name   string // span name: "package.Service/Method"
 	skip   bool
 	public bool
@@ -190,7 +191,7 @@ func (h *handler) method(fullMethod string) *methodInfo {
 }
 
 func (h *handler) newMethodInfo(fullMethod, name string) *methodInfo {
-	mi := &methodInfo{name: name}
+	mi := &methodInfo{h: h, name: name}
 	mi.skip = h.opts.filter != nil && fullMethod != "_OTHER" && !h.opts.filter(fullMethod)
 	mi.public = h.opts.isPublic(fullMethod)
 	base := []attribute.KeyValue{semconv.RPCSystemNameGRPC, semconv.RPCMethod(name)}
@@ -226,18 +227,7 @@ func (h *handler) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Co
 		return ctx
 	}
 	if h.server {
-		if mi.public {
-			// The caller's context becomes at most a link, and its baggage
-			// is dropped; the call starts a trace of its own.
-			var link []trace.SpanStartOption
-			if sc := linkedContext(ctx, h.prop, h.w3c); sc.IsValid() {
-				link = []trace.SpanStartOption{trace.WithNewRoot(), trace.WithLinks(trace.Link{SpanContext: sc})}
-			}
-			ctx = h.start(ctx, mi, trace.SpanContext{}, link)
-		} else {
-			ctx = extractIncoming(ctx, h.prop, h.w3c)
-			ctx = h.start(ctx, mi, trace.SpanContextFromContext(ctx), nil)
-		}
+		ctx = h.startServer(ctx, mi)
 	} else {
 		ctx = h.start(ctx, mi, trace.SpanContextFromContext(ctx), nil)
 		if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
@@ -249,6 +239,21 @@ func (h *handler) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Co
 		}
 	}
 	return context.WithValue(ctx, rpcKey{}, mi)
+}
+
+// startServer starts the span of a server call: under the caller's trace
+// context, or for public endpoints in a trace of its own that links to it,
+// without the caller's baggage.
+func (h *handler) startServer(ctx context.Context, mi *methodInfo) context.Context {
+	if mi.public {
+		var link []trace.SpanStartOption
+		if sc := linkedContext(ctx, h.prop, h.w3c); sc.IsValid() {
+			link = []trace.SpanStartOption{trace.WithNewRoot(), trace.WithLinks(trace.Link{SpanContext: sc})}
+		}
+		return h.start(ctx, mi, trace.SpanContext{}, link)
+	}
+	ctx = extractIncoming(ctx, h.prop, h.w3c)
+	return h.start(ctx, mi, trace.SpanContextFromContext(ctx), nil)
 }
 
 // start starts the call's span under parent. With Loam's own sampler it

@@ -32,6 +32,11 @@ func (t *Telemetry) Recording() bool {
 // of a public method, or of a method outside Methods, carry no incoming
 // trace context or baggage on. Filter does not apply.
 func (t *Telemetry) ServerPassThrough(opts ...HandlerOption) (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor) {
+	p := newPassThrough(t, opts)
+	return p.unaryServer, p.streamServer
+}
+
+func newPassThrough(t *Telemetry, opts []HandlerOption) passThrough {
 	p := passThrough{prop: t.prop, w3c: t.w3c}
 	var o handlerOptions
 	for _, opt := range opts {
@@ -46,7 +51,7 @@ func (t *Telemetry) ServerPassThrough(opts ...HandlerOption) (grpc.UnaryServerIn
 			p.dynamic = o.public
 		}
 	}
-	return p.unaryServer, p.streamServer
+	return p
 }
 
 // ClientPassThrough returns client interceptors for a Telemetry that

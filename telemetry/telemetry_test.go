@@ -563,3 +563,42 @@ func TestSetLogLevelAndDurations(t *testing.T) {
 		t.Error("Global().SetLogLevel = nil, want an error: it does not own slog's default")
 	}
 }
+
+// TestServerRecorder: the recorder's interceptors record what the stats
+// handler records, a span under the caller and the duration by method and
+// code, without a stats handler.
+func TestServerRecorder(t *testing.T) {
+	spans := tracetest.NewInMemoryExporter()
+	tel, err := telemetry.New(t.Context(), telemetry.Config{Prometheus: true}, telemetry.WithSpanExporter(spans), telemetry.WithLogOutput(io.Discard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := tel.ServerRecorder(telemetry.Methods(stubserver.UnaryMethod))
+	conn := serve(t, (&stubserver.Stub{Unary: func(_ context.Context, in *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+		if in.GetValue() == "fail" {
+			return nil, status.Error(codes.Internal, "broken")
+		}
+		return in, nil
+	}}).Register, []grpc.ServerOption{grpc.ChainUnaryInterceptor(rec.UnaryInterceptor), grpc.ChainStreamInterceptor(rec.StreamInterceptor)})
+	ctx := metadata.AppendToOutgoingContext(t.Context(), "traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+	if _, err := stubserver.Unary(ctx, conn, "hi"); err != nil {
+		t.Fatal(err)
+	}
+	stubserver.Unary(t.Context(), conn, "fail")
+	got := spans.GetSpans()
+	if len(got) != 2 {
+		t.Fatalf("%d spans, want 2", len(got))
+	}
+	if s := got[0]; s.Name != "loam.test.v1.Stub/Unary" || s.Parent.TraceID().String() != "0af7651916cd43dd8448eb211c80319c" || attr(s, "rpc.response.status_code") != "OK" {
+		t.Errorf("first span = %q under %s, code %s; want the method under the caller's trace, OK", s.Name, s.Parent.TraceID(), attr(s, "rpc.response.status_code"))
+	}
+	if s := got[1]; attr(s, "error.type") != "INTERNAL" || s.Status.Description != "broken" {
+		t.Errorf("second span: error.type %q, status %q; want INTERNAL, broken", attr(s, "error.type"), s.Status.Description)
+	}
+	body := scrape(t, tel)
+	for _, want := range []string{`rpc_method="loam.test.v1.Stub/Unary",rpc_response_status_code="OK"`, `rpc_response_status_code="INTERNAL"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
