@@ -154,7 +154,9 @@ func (t *flakyTopic) Send(ctx context.Context, ms []*driver.Message) error {
 	return t.Topic.Send(ctx, ms)
 }
 
-func (t *flakyTopic) IsRetryable(err error) bool { return errors.Is(err, errDown) || t.Topic.IsRetryable(err) }
+func (t *flakyTopic) IsRetryable(err error) bool {
+	return errors.Is(err, errDown) || t.Topic.IsRetryable(err)
+}
 
 // waitUntil polls cond every 20ms, failing the test after d.
 func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
