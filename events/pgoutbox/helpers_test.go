@@ -111,22 +111,30 @@ func (w testWriter) Write(p []byte) (int, error) {
 // errDown is what a broker that is down returns.
 var errDown = errors.New("test broker: down")
 
-// flaky wraps a memory broker, shared between the Brokers of a test: it
-// fails every Send with a retryable error while down, and Close leaves the
-// memory broker open for the others.
+// flaky wraps a memory broker, shared between the Brokers of a test: while
+// down it fails every Send with a retryable error, while stalled it blocks
+// every Send until its context ends, and Close leaves the memory broker
+// open for the others.
 type flaky struct {
 	*memory.Broker
 	mu    sync.Mutex
-	down  bool
-	sends int // Send calls that succeeded
+	state string // "", "down" or "stalled"
 }
 
 func newFlaky() *flaky { return &flaky{Broker: memory.New()} }
 
 func (f *flaky) setDown(down bool) {
+	if down {
+		f.set("down")
+	} else {
+		f.set("")
+	}
+}
+
+func (f *flaky) set(state string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.down = down
+	f.state = state
 }
 
 func (f *flaky) Close() error { return nil }
@@ -146,11 +154,15 @@ type flakyTopic struct {
 
 func (t *flakyTopic) Send(ctx context.Context, ms []*driver.Message) error {
 	t.f.mu.Lock()
-	defer t.f.mu.Unlock()
-	if t.f.down {
+	state := t.f.state
+	t.f.mu.Unlock()
+	switch state {
+	case "down":
 		return errDown
+	case "stalled":
+		<-ctx.Done()
+		return ctx.Err()
 	}
-	t.f.sends++
 	return t.Topic.Send(ctx, ms)
 }
 

@@ -350,9 +350,12 @@ func (r *relay) sendTopic(name string, rows []row, fetched time.Time) error {
 	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
+		if r.work.Err() != nil {
+			return err // stopping, which stop reports
+		}
 		r.failed(stepSend, err)
 		args := []any{"table", r.b.q.table, "topic", name, "event_id", ms[0].ID, "seq", rows[0].seq, "events", len(ms), "error", err}
-		if t != nil && !t.IsRetryable(err) {
+		if ctx.Err() == nil && t != nil && !t.IsRetryable(err) {
 			r.b.log.Error("pgoutbox: the broker refuses an event; the relay retries it, holding back the events after it, until the broker accepts it or the row is removed", args...)
 		} else {
 			r.b.log.Warn("pgoutbox: sending through the broker failed; retrying, in order", args...)

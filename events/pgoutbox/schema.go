@@ -17,7 +17,7 @@ import (
 //
 // The table is the outbox's interface, so other programs may write events
 // into it with plain SQL: topic, id (the CloudEvents ID), key (the ordering
-// key, or ”), header (a JSON object of strings: the CloudEvents attributes
+// key, empty for none), header (a JSON object of strings: the CloudEvents attributes
 // in binary content mode and the trace context) and body. seq orders the
 // events; created_at and sent_at are the relay's.
 func SchemaSQL(schema, table string) string {
