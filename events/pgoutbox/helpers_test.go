@@ -28,7 +28,7 @@ type db struct {
 	schema string
 }
 
-func newDB(t *testing.T) *db {
+func newDB(t testing.TB) *db {
 	t.Helper()
 	admin := testenv.PostgresPool(t)
 	d := &db{admin: admin, url: testenv.Postgres.URL(t), schema: "loam_test_" + strings.ToLower(rand.Text()[:12])}
@@ -46,7 +46,7 @@ func newDB(t *testing.T) *db {
 func (d *db) table() string { return pgx.Identifier{d.schema, pgoutbox.DefaultTable}.Sanitize() }
 
 // via returns d's URL with the host replaced by addr, such as a proxy's.
-func (d *db) via(t *testing.T, addr string) string {
+func (d *db) via(t testing.TB, addr string) string {
 	t.Helper()
 	u, err := url.Parse(d.url)
 	if err != nil {
@@ -75,7 +75,7 @@ func (d *db) config(url string) pgoutbox.Config {
 }
 
 // pool returns a pool to url, closed when the test ends: the application's.
-func pool(t *testing.T, url string) *pgxpool.Pool {
+func pool(t testing.TB, url string) *pgxpool.Pool {
 	t.Helper()
 	p, err := pgxpool.New(context.Background(), url)
 	if err != nil {
@@ -86,7 +86,7 @@ func pool(t *testing.T, url string) *pgxpool.Pool {
 }
 
 // count returns what a query of one integer returns.
-func (d *db) count(t *testing.T, sql string, args ...any) int {
+func (d *db) count(t testing.TB, sql string, args ...any) int {
 	t.Helper()
 	var n int
 	if err := d.admin.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {

@@ -98,6 +98,8 @@ func WithMeterProvider(mp metric.MeterProvider) Option {
 	})
 }
 
+var _ driver.Broker = (*Broker)(nil)
+
 // Broker is a driver.Broker that writes the events sent to its topics into
 // the outbox table, and relays them to the Broker it wraps. Create it with
 // New and hand it to events.NewBus.

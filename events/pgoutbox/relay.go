@@ -65,7 +65,11 @@ func newRelay(b *Broker, afterSend func(*pgx.Conn)) *relay {
 	// vanished relay within about half a minute, rather than the hours of
 	// the system's TCP defaults, so that another process takes over.
 	for k, v := range map[string]string{
-		"application_name":        "loam-outbox-relay",
+		"application_name": "loam-outbox-relay",
+		// A mark lost in a crash only sends its events again, with the
+		// same IDs; not waiting for it to be flushed leaves the disk to
+		// the application's commits.
+		"synchronous_commit":      "off",
 		"tcp_keepalives_idle":     "10",
 		"tcp_keepalives_interval": "5",
 		"tcp_keepalives_count":    "3",
