@@ -50,8 +50,9 @@ type Config struct {
 	// and '_'.
 	Schema string `koanf:"schema" default:"public"`
 	Table  string `koanf:"table" default:"loam_outbox"`
-	// MaxConns caps the Broker's own connection pool, which serves the
-	// relay's housekeeping and the publishes made outside a transaction.
+	// MaxConns caps the Broker's own connection pool, which creates the
+	// table and serves the publishes made outside a transaction (dead
+	// letters, allow_without_tx). The relay has a connection of its own.
 	MaxConns int `koanf:"max_conns" default:"4" validate:"min=0"`
 	// SkipMigration leaves the table to the service's own migrations (see
 	// SchemaSQL): New then neither creates nor checks it.

@@ -57,7 +57,7 @@ func newInstruments(o options, table string, system string, r *relay) (*instrume
 	add := func(err error) { errs = append(errs, err) }
 	var err error
 	in.relayed, err = m.Int64Counter("loam.events.outbox.relayed", metric.WithUnit("{event}"),
-		metric.WithDescription("Number of events the relay sent through the wrapped broker and marked sent."))
+		metric.WithDescription("Number of events the wrapped broker accepted from the relay, sends of the same event again included."))
 	add(err)
 	in.delay, err = m.Float64Histogram("loam.events.outbox.delay", metric.WithUnit("s"),
 		metric.WithDescription("Time from an event's insertion in the outbox to the broker's acceptance of it."),
