@@ -35,8 +35,9 @@ const writers = 8
 //
 //   - raw-pgx: the same transactions writing the same rows (topic, ID,
 //     key, header and body) into a table of the same shape with pgx alone,
-//     and nothing relaying them: the database's share, the ceiling of any
-//     outbox on this machine.
+//     the rows of a transaction in one pgx.Batch, and nothing relaying
+//     them: the database's share, the ceiling of any outbox on this
+//     machine.
 //   - outbox: Topic.Publish (or PublishBatch) with pgoutbox.NewContext in
 //     the transaction, with the defaults: each publishing transaction
 //     sends a NOTIFY that wakes the relay; the relay sends through the
@@ -112,13 +113,12 @@ func benchRaw(b *testing.B, perTx int) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	transactions(b, pool, b.N, perTx, func(ctx context.Context, tx pgx.Tx, w int, seqs []int) error {
+		var batch pgx.Batch // one round trip, as the outbox's one statement
 		for _, s := range seqs {
-			if _, err := tx.Exec(ctx, `INSERT INTO `+table+` (topic, id, key, header, body) VALUES ($1, $2, $3, $4, $5)`,
-				"loam.bench.orders", fmt.Sprintf("raw-%d", s), fmt.Sprintf("writer-%d", w), h, body); err != nil {
-				return err
-			}
+			batch.Queue(`INSERT INTO `+table+` (topic, id, key, header, body) VALUES ($1, $2, $3, $4, $5)`,
+				"loam.bench.orders", fmt.Sprintf("raw-%d", s), fmt.Sprintf("writer-%d", w), h, body)
 		}
-		return nil
+		return tx.SendBatch(ctx, &batch).Close()
 	}, nil)
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
