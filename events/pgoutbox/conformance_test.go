@@ -3,13 +3,9 @@ package pgoutbox_test
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/loamhq/loam/events/driver"
 	"github.com/loamhq/loam/events/drivertest"
@@ -34,31 +30,25 @@ func TestConformanceNATS(t *testing.T) {
 	testenv.Postgres.URL(t)
 	upstream := testenv.NATS.HostPort(t)
 	drivertest.RunConformanceTests(t, func(ctx context.Context, t *testing.T) (drivertest.Harness, error) {
-		admin, err := nats.Connect("nats://" + upstream)
-		if err != nil {
-			return nil, err
-		}
 		np := testenv.NewProxy(t, upstream)
-		h := newHarness(t, func(ctx context.Context, t *testing.T) (driver.Broker, error) {
+		return newHarness(t, func(ctx context.Context, t *testing.T) (driver.Broker, error) {
 			return natsjs.New(ctx, natsjs.Config{
 				URL: "nats://" + np.Addr(), Name: t.Name(), ReconnectWait: 100 * time.Millisecond,
 				ConnectTimeout: 2 * time.Second, PublishTimeout: 2 * time.Second, AckWait: 5 * time.Second,
 				StreamDefaults: natsjs.StreamDefaults{MaxAge: time.Hour},
 			})
-		}, np)
-		h.admin = admin
-		return h, nil
+		}, np), nil
 	})
 }
 
 // harness gives each test its own schema, an outbox in it over a fresh
-// inner broker, and proxies to cut.
+// inner broker, and proxies to cut; over NATS, it deletes the streams of
+// the test's topics afterwards.
 type harness struct {
 	d       *db
 	pgProxy *testenv.Proxy
 	inner   func(context.Context, *testing.T) (driver.Broker, error)
 	nats    *testenv.Proxy // nil over memory
-	admin   *nats.Conn     // direct to NATS, for cleaning up streams
 }
 
 func newHarness(t *testing.T, inner func(context.Context, *testing.T) (driver.Broker, error), np *testenv.Proxy) *harness {
@@ -83,30 +73,9 @@ func (h *harness) MakeBroker(ctx context.Context, t *testing.T) (driver.Broker, 
 
 func (h *harness) NewTopicName(t *testing.T) string {
 	name := "loam.test." + strings.ToLower(rand.Text()[:12])
-	if h.admin == nil {
-		return name
+	if h.nats != nil {
+		t.Cleanup(func() { deleteStreams(t, name, name+".>") })
 	}
-	t.Cleanup(func() {
-		js, err := jetstream.New(h.admin)
-		if err != nil {
-			t.Errorf("cleanup: %v", err)
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		for _, subject := range []string{name, name + ".dlq", name + ".other"} {
-			stream, err := js.StreamNameBySubject(ctx, subject)
-			if errors.Is(err, jetstream.ErrStreamNotFound) {
-				continue
-			}
-			if err == nil {
-				err = js.DeleteStream(ctx, stream)
-			}
-			if err != nil {
-				t.Errorf("cleanup: deleting the stream of %s: %v", subject, err)
-			}
-		}
-	})
 	return name
 }
 
@@ -123,8 +92,4 @@ func (h *harness) Disconnect(*testing.T) (func(), bool) {
 	}, true
 }
 
-func (h *harness) Close() {
-	if h.admin != nil {
-		h.admin.Close()
-	}
-}
+func (h *harness) Close() {}

@@ -13,6 +13,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/loamhq/loam/events/driver"
 	"github.com/loamhq/loam/events/memory"
@@ -168,6 +170,50 @@ func (t *flakyTopic) Send(ctx context.Context, ms []*driver.Message) error {
 
 func (t *flakyTopic) IsRetryable(err error) bool {
 	return errors.Is(err, errDown) || t.Topic.IsRetryable(err)
+}
+
+// ctxT returns a context that ends after the tests' wait, or with the test.
+func ctxT(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// rawSub opens a driver subscription on b's topic, next to what the test
+// does, closed when the test ends.
+func rawSub(t testing.TB, b driver.Broker, topic string) driver.Subscription {
+	t.Helper()
+	ds, err := b.OpenSubscription(ctxT(t), topic, driver.SubscriptionConfig{Name: "raw", MaxAttempts: 5, MaxInFlight: 100})
+	if err != nil {
+		t.Fatalf("OpenSubscription(%q): %v", topic, err)
+	}
+	t.Cleanup(func() { ds.Close() })
+	return ds
+}
+
+// deleteStreams deletes the JetStream streams that store subjects
+// matching filters, on the machine's NATS server.
+func deleteStreams(t testing.TB, filters ...string) {
+	nc, err := nats.Connect(testenv.NATS.URL(t))
+	if err != nil {
+		t.Errorf("cleanup: %v", err)
+		return
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Errorf("cleanup: %v", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, f := range filters {
+		for name := range js.StreamNames(ctx, jetstream.WithStreamListSubject(f)).Name() {
+			if err := js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+				t.Errorf("cleanup: deleting stream %s: %v", name, err)
+			}
+		}
+	}
 }
 
 // waitUntil polls cond every 20ms, failing the test after d.

@@ -170,8 +170,7 @@ func TestCommitOutOfOrder(t *testing.T) {
 	cfg.Relay.Retention = time.Hour // keep the rows to read their seqs
 	a := newApp(t, newBroker(t, newFlaky(), cfg))
 	pool := pool(t, d.url)
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
+	ctx := ctxT(t)
 
 	txA, err := pool.Begin(ctx)
 	if err != nil {
@@ -220,8 +219,7 @@ func TestConcurrentTransactions(t *testing.T) {
 	d := newDB(t)
 	a := newApp(t, newBroker(t, newFlaky(), d.config(d.url)))
 	pool := pool(t, d.url)
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
+	ctx := ctxT(t)
 	const writers, txs = 12, 10
 	var mu sync.Mutex
 	var committed, rolledBack []string
@@ -285,8 +283,7 @@ func TestBrokerDown(t *testing.T) {
 	inner := newFlaky()
 	a := newApp(t, newBroker(t, inner, d.config(d.url)))
 	pool := pool(t, d.url)
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
+	ctx := ctxT(t)
 	inner.setDown(true)
 	var ids []string
 	for seq := 1; seq <= 10; seq++ {
@@ -318,13 +315,8 @@ func TestBrokerDown(t *testing.T) {
 func TestRelayKilledBetweenSendAndMark(t *testing.T) {
 	d := newDB(t)
 	inner := newFlaky()
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	raw, err := inner.OpenSubscription(ctx, "loam.test.orders", driver.SubscriptionConfig{Name: "raw", MaxAttempts: 5, MaxInFlight: 100})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
+	ctx := ctxT(t)
+	raw := rawSub(t, inner, "loam.test.orders")
 
 	release := make(chan struct{})
 	var killed atomic.Bool
@@ -389,8 +381,7 @@ func mapsValues(m map[string]int) []int {
 func TestPublishWithoutTx(t *testing.T) {
 	d := newDB(t)
 	a := newApp(t, newBroker(t, newFlaky(), d.config(d.url)))
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
+	ctx := ctxT(t)
 	start := time.Now()
 	err := a.topic.Publish(ctx, order("k", 1))
 	if !errors.Is(err, pgoutbox.ErrNoTx) {
@@ -405,11 +396,7 @@ func TestPublishWithoutTx(t *testing.T) {
 
 	// A handler that fails for good: its dead letter goes through the
 	// outbox, in a transaction of its own.
-	dlq, err := a.broker.OpenSubscription(ctx, "loam.test.orders.dlq", driver.SubscriptionConfig{Name: "inspect", MaxAttempts: 5, MaxInFlight: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dlq.Close()
+	dlq := rawSub(t, a.broker, "loam.test.orders.dlq")
 	if _, err := a.topic.Subscribe(ctx, "strict", func(ctx context.Context, e *events.Event[*testingv1.OrderPlaced]) error {
 		return events.Permanent(errors.New("refused"))
 	}); err != nil {
@@ -444,8 +431,7 @@ func TestPublishInBrokenTx(t *testing.T) {
 	d := newDB(t)
 	a := newApp(t, newBroker(t, newFlaky(), d.config(d.url)))
 	pool := pool(t, d.url)
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
+	ctx := ctxT(t)
 	tx, err := pool.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -489,8 +475,7 @@ func TestPublishInBrokenTx(t *testing.T) {
 func TestRetention(t *testing.T) {
 	d := newDB(t)
 	pool := pool(t, d.url)
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
+	ctx := ctxT(t)
 	for _, retention := range []time.Duration{0, 700 * time.Millisecond} {
 		t.Run(retention.String(), func(t *testing.T) {
 			cfg := d.config(d.url)
@@ -522,8 +507,7 @@ func TestDisableNotify(t *testing.T) {
 	cfg := d.config(d.url)
 	cfg.DisableNotify = true
 	a := newApp(t, newBroker(t, newFlaky(), cfg))
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
+	ctx := ctxT(t)
 	if err := a.publishTx(ctx, pool(t, d.url), true, order("k", 1)); err != nil {
 		t.Fatal(err)
 	}
@@ -536,13 +520,8 @@ func TestDisableNotify(t *testing.T) {
 func TestRowsWrittenBySQL(t *testing.T) {
 	d := newDB(t)
 	inner := newFlaky()
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	raw, err := inner.OpenSubscription(ctx, "hand.written", driver.SubscriptionConfig{Name: "raw", MaxAttempts: 5, MaxInFlight: 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
+	ctx := ctxT(t)
+	raw := rawSub(t, inner, "hand.written")
 	b := newBroker(t, inner, d.config(d.url))
 	defer b.Close()
 	if _, err := d.admin.Exec(ctx, `INSERT INTO `+d.table()+` (topic, id, header, body) VALUES ('hand.written', 'sql-1', '{"ce-id": "sql-1", "n": 7}', '\x00ff')`); err != nil {

@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/codes"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
@@ -82,8 +80,7 @@ func TestPostgresCut(t *testing.T) {
 	leader, reader := metered()
 	a := newApp(t, newBroker(t, newFlaky(), d.config(url), leader))
 	pool := pool(t, url)
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
+	ctx := ctxT(t)
 
 	var committed, rolledBack []string
 	seq := 0
@@ -130,15 +127,14 @@ func TestPostgresCut(t *testing.T) {
 func TestBrokerDownNATS(t *testing.T) {
 	d := newDB(t)
 	proxy := testenv.NewProxy(t, testenv.NATS.HostPort(t))
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
+	ctx := ctxT(t)
 	nb, err := natsjs.New(ctx, natsjs.Config{URL: "nats://" + proxy.Addr(), ReconnectWait: 100 * time.Millisecond,
 		ConnectTimeout: 2 * time.Second, PublishTimeout: time.Second, StreamDefaults: natsjs.StreamDefaults{MaxAge: time.Hour},
 		SubjectPrefix: "loam-test-" + d.schema})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { deleteStreams(t, d.schema) })
+	t.Cleanup(func() { deleteStreams(t, "loam-test-"+d.schema+".>") })
 	a := newApp(t, newBroker(t, nb, d.config(d.url)))
 	pool := pool(t, d.url)
 	var ids []string
@@ -160,30 +156,6 @@ func TestBrokerDownNATS(t *testing.T) {
 	waitUntil(t, wait, "every event after NATS came back", func() bool { return a.rec.has(ids...) })
 	time.Sleep(300 * time.Millisecond)
 	a.rec.check(t, ids, nil)
-}
-
-// deleteStreams deletes the test's JetStream streams, named after
-// subjects that start with the prefix "loam-test-<schema>".
-func deleteStreams(t *testing.T, schema string) {
-	nc, err := nats.Connect(testenv.NATS.URL(t))
-	if err != nil {
-		t.Errorf("cleanup: %v", err)
-		return
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Errorf("cleanup: %v", err)
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	names := js.StreamNames(ctx, jetstream.WithStreamListSubject("loam-test-"+schema+".>"))
-	for name := range names.Name() {
-		if err := js.DeleteStream(ctx, name); err != nil {
-			t.Errorf("cleanup: deleting stream %s: %v", name, err)
-		}
-	}
 }
 
 // TestOneRelayAtATime runs three processes' Brokers on one table: one
@@ -222,8 +194,7 @@ func TestOneRelayAtATime(t *testing.T) {
 	}
 	a := newApp(t, brokers[(first+1)%3]) // a Bus on one of the standbys publishes and consumes
 	pool := pool(t, d.url)
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
+	ctx := ctxT(t)
 	var ids []string
 	for seq := 1; seq <= 20; seq++ {
 		if seq == 10 {
@@ -261,8 +232,7 @@ func TestMetricsAndSpans(t *testing.T) {
 	meter, reader := metered()
 	a := newApp(t, newBroker(t, inner, d.config(d.url), meter, pgoutbox.WithTracerProvider(tp)), events.WithTracerProvider(tp))
 	pool := pool(t, d.url)
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
+	ctx := ctxT(t)
 	inner.setDown(true)
 	if err := a.publishTx(ctx, pool, true, order("k", 1), order("k", 2), order("k", 3)); err != nil {
 		t.Fatal(err)
@@ -311,8 +281,7 @@ func TestMetricsAndSpans(t *testing.T) {
 func TestClose(t *testing.T) {
 	d := newDB(t)
 	inner := newFlaky()
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
+	ctx := ctxT(t)
 	cfg := d.config(d.url)
 	cfg.Relay.StopTimeout = time.Second
 	b := newBroker(t, inner, cfg)
@@ -365,11 +334,7 @@ func TestClose(t *testing.T) {
 
 	// The next process relays it.
 	inner.setDown(false)
-	raw, err := inner.OpenSubscription(ctx, "loam.test.close", driver.SubscriptionConfig{Name: "raw", MaxAttempts: 5, MaxInFlight: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
+	raw := rawSub(t, inner, "loam.test.close")
 	next := newBroker(t, inner, cfg)
 	defer next.Close()
 	ms, err := raw.Receive(ctx, 1)
@@ -384,8 +349,7 @@ func TestClose(t *testing.T) {
 // fails naming the setting when the database is unreachable.
 func TestMigration(t *testing.T) {
 	d := newDB(t)
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
+	ctx := ctxT(t)
 	var wg sync.WaitGroup
 	errs := make(chan error, 4)
 	for range 4 {
