@@ -11,12 +11,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/loamhq/loam/config"
 	"github.com/loamhq/loam/events"
 	"github.com/loamhq/loam/events/eventbus"
+	"github.com/loamhq/loam/events/memory"
 	"github.com/loamhq/loam/events/natsjs"
 	"github.com/loamhq/loam/events/pgoutbox"
 	"github.com/loamhq/loam/internal/testenv"
@@ -243,10 +247,9 @@ func deleteStreams(t *testing.T, url, filter string) {
 	}
 }
 
-// TestOpenOutbox opens a Bus whose memory driver is wrapped in the outbox,
-// on the machine's PostgreSQL, in a schema of the test's own: an event
-// published in a transaction arrives once it commits.
-func TestOpenOutbox(t *testing.T) {
+// outboxSchema returns the machine's PostgreSQL, a pool to it, and a
+// schema name for the test's outbox, dropped when the test ends.
+func outboxSchema(t *testing.T) (string, *pgxpool.Pool, string) {
 	url := testenv.Postgres.URL(t)
 	db := testenv.PostgresPool(t)
 	schema := "loam_test_" + strings.ToLower(rand.Text()[:12])
@@ -255,6 +258,14 @@ func TestOpenOutbox(t *testing.T) {
 			t.Errorf("cleanup: %v", err)
 		}
 	})
+	return url, db, schema
+}
+
+// TestOpenOutbox opens a Bus whose memory driver is wrapped in the outbox,
+// on the machine's PostgreSQL, in a schema of the test's own: an event
+// published in a transaction arrives once it commits.
+func TestOpenOutbox(t *testing.T) {
+	url, db, schema := outboxSchema(t)
 	ctx := context.Background()
 	bus, err := eventbus.Open(ctx, eventbus.Config{Source: "//eventbus", Outbox: pgoutbox.Config{Enabled: true, URL: url, Schema: schema}})
 	if err != nil {
@@ -296,6 +307,55 @@ func TestOpenOutbox(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the committed event did not arrive")
 	}
+}
+
+// TestOpenBroker checks that OpenBroker hands the outbox its options, here
+// a meter provider that sees the relay take the lead, and returns the bare
+// driver without the outbox.
+func TestOpenBroker(t *testing.T) {
+	url, _, schema := outboxSchema(t)
+	ctx := context.Background()
+	reader := sdkmetric.NewManualReader()
+	b, err := eventbus.OpenBroker(ctx, eventbus.Config{Outbox: pgoutbox.Config{Enabled: true, URL: url, Schema: schema}},
+		pgoutbox.WithMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))))
+	if err != nil {
+		t.Fatalf("OpenBroker: %v", err)
+	}
+	defer b.Close()
+	if _, ok := b.(*pgoutbox.Broker); !ok {
+		t.Fatalf("OpenBroker with the outbox enabled = %T, want *pgoutbox.Broker", b)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !leads(t, reader) {
+		if time.Now().After(deadline) {
+			t.Fatal("the meter provider given to OpenBroker never saw the relay lead")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	bare, err := eventbus.OpenBroker(ctx, eventbus.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bare.Close()
+	if _, ok := bare.(*memory.Broker); !ok {
+		t.Errorf("OpenBroker without the outbox = %T, want *memory.Broker", bare)
+	}
+}
+
+// leads reports whether the outbox's leader gauge reads 1.
+func leads(t *testing.T, reader *sdkmetric.ManualReader) bool {
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if g, ok := m.Data.(metricdata.Gauge[int64]); ok && m.Name == "loam.events.outbox.leader" && len(g.DataPoints) == 1 {
+				return g.DataPoints[0].Value == 1
+			}
+		}
+	}
+	return false
 }
 
 func TestOpenErrors(t *testing.T) {
