@@ -56,9 +56,13 @@
 // session-level advisory lock derived from the table's name. The others
 // stand by and try to take the lock every relay.lock_interval. The lock
 // goes with its connection, so when the relaying process exits, crashes or
-// loses the database, another takes over within that interval; the relay's
-// session asks the server for TCP keepalives of about half a minute, so a
-// machine that vanishes without closing its connections is noticed too.
+// loses the database, another takes over within that interval. A relay
+// that cannot say it is gone is found out too: its session asks the server
+// for TCP keepalives of about half a minute (a machine that vanished) and,
+// from PostgreSQL 14, for an idle_session_timeout of twice the longest
+// pause the relay takes between queries, 86 seconds by default (a process
+// that is stopped, or a network path that holds the connection open
+// without passing data).
 // The relay needs a session of its own (a direct connection, or session
 // pooling): a transaction-pooling proxy cannot hold its lock or LISTEN.
 //

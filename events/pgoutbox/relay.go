@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
@@ -134,6 +135,9 @@ func (r *relay) session() (led bool, err error) {
 		defer cancel()
 		conn.Close(ctx) // ends the session, and so releases the lock
 	}()
+	if err := r.limitIdle(conn); err != nil {
+		return false, err
+	}
 	for {
 		ok, err := r.tryLock(conn)
 		if err != nil {
@@ -162,6 +166,24 @@ func (r *relay) session() (led bool, err error) {
 		}
 	}
 	return true, r.lead(conn)
+}
+
+// limitIdle has the server end the session when it stays idle far longer
+// than the relay ever leaves it (a send and a backoff, a poll, a lock
+// attempt): a relay whose process is stopped, or whose network path holds
+// its connection open without passing data, then loses its lock, which
+// TCP keepalives alone would not take from it. Servers before PostgreSQL
+// 14, without idle_session_timeout, rely on keepalives.
+func (r *relay) limitIdle(conn *pgx.Conn) error {
+	idle := 2 * (r.cfg.Timeout + r.cfg.MaxBackoff + r.cfg.PollInterval + r.cfg.LockInterval)
+	ctx, cancel := context.WithTimeout(r.loop, r.cfg.Timeout)
+	defer cancel()
+	_, err := conn.Exec(ctx, fmt.Sprintf("SET idle_session_timeout = %d", idle.Milliseconds()))
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42704" { // undefined_object: before 14
+		return nil
+	}
+	return err
 }
 
 func (r *relay) tryLock(conn *pgx.Conn) (bool, error) {

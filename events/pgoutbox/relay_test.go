@@ -122,6 +122,43 @@ func TestPostgresCut(t *testing.T) {
 	waitUntil(t, wait, "the relay to lead again", func() bool { return leads(t, reader) })
 }
 
+// TestStalledRelay stalls the relaying process's connection, through a
+// proxy, as a stopped process or a broken network path does, without
+// closing it: the server ends the idle session, so the lock goes to the
+// standby, which relays; once the path is back, the first process stands
+// by.
+func TestStalledRelay(t *testing.T) {
+	d := newDB(t)
+	proxy := testenv.NewProxy(t, testenv.Postgres.HostPort(t))
+	inner := newFlaky()
+	cfg := d.config(d.via(t, proxy.Addr()))
+	cfg.Relay.Timeout = time.Second
+	r := cfg.Relay
+	idle := 2 * (r.Timeout + r.MaxBackoff + r.PollInterval + r.LockInterval) // when the server ends an idle relay session
+	firstMeter, first := metered()
+	defer newBroker(t, inner, cfg, firstMeter).Close()
+	waitUntil(t, wait, "the first relay to lead", func() bool { return leads(t, first) })
+	cfg.URL = d.url
+	standbyMeter, standby := metered()
+	a := newApp(t, newBroker(t, inner, cfg, standbyMeter))
+
+	proxy.Stall()
+	start := time.Now()
+	if err := a.publishTx(ctxT(t), pool(t, d.url), true, order("k", 1)); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, wait, "the standby to take the lock", func() bool { return leads(t, standby) })
+	if took := time.Since(start); took > idle+2*time.Second {
+		t.Errorf("the standby took over %v after the stall, want about the idle session timeout %v", took, idle)
+	}
+	waitUntil(t, wait, "the event, relayed by the standby", func() bool { return a.rec.has("k/1") })
+	proxy.Restore()
+	time.Sleep(time.Second)
+	if leads(t, first) || !leads(t, standby) {
+		t.Errorf("after the path came back: first leads %v, standby leads %v; want the standby alone", leads(t, first), leads(t, standby))
+	}
+}
+
 // TestBrokerDownNATS cuts NATS, through a proxy, while events commit, and
 // restores it: every event is handled once, in order per key.
 func TestBrokerDownNATS(t *testing.T) {
