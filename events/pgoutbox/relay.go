@@ -62,15 +62,15 @@ type relay struct {
 
 func newRelay(b *Broker, afterSend func(*pgx.Conn)) *relay {
 	cc := b.pool.Config().ConnConfig.Copy()
-	// The lock lives as long as the session: have the server notice a
-	// vanished relay within about half a minute, rather than the hours of
-	// the system's TCP defaults, so that another process takes over.
 	for k, v := range map[string]string{
 		"application_name": "loam-outbox-relay",
 		// A mark lost in a crash only sends its events again, with the
 		// same IDs; not waiting for it to be flushed leaves the disk to
 		// the application's commits.
-		"synchronous_commit":      "off",
+		"synchronous_commit": "off",
+		// The lock lives as long as the session: have the server notice a
+		// vanished relay within about half a minute, rather than the hours
+		// of the system's TCP defaults, so that another process takes over.
 		"tcp_keepalives_idle":     "10",
 		"tcp_keepalives_interval": "5",
 		"tcp_keepalives_count":    "3",
