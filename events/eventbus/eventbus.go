@@ -27,16 +27,33 @@
 //	      - name: ORDERS
 //	        subjects: ["org.example.orders.>"]
 //	        max_age: 168h
+//	  outbox:                 # publish through a PostgreSQL transactional outbox
+//	    enabled: true
+//	    url: postgres://orders@db:5432/orders
+//	    password: file:/run/secrets/db-password
 //
 // For a local run without a broker, driver memory keeps events in the
 // process, and driver nats with nats.embedded.enabled runs a real NATS
 // server inside it.
 //
+// # Outbox
+//
+// With outbox.enabled, the driver that events.driver names is wrapped in
+// the transactional outbox of package pgoutbox: a publish writes its event
+// into the outbox table inside the transaction that its context carries
+// (pgoutbox.NewContext), and the outbox's relay sends committed events
+// through the driver. Subscriptions are the driver's. Open gives the relay
+// no telemetry providers, since the events options it takes are the Bus's;
+// a service that wants the relay's metrics and spans builds the broker with
+// OpenBroker and pgoutbox.WithMeterProvider and WithTracerProvider, and the
+// Bus with events.NewBus(broker, cfg.Options()...).
+//
 // # Errors
 //
 // Config.Validate names the full key of every problem ("events.driver: ...",
-// "events.nats.streams[0].name: ..."); Open calls it first, then fails with
-// the driver's error when the broker cannot be reached.
+// "events.nats.streams[0].name: ...", "events.outbox.url: ..."); Open calls
+// it first, then fails with the driver's error, naming its section, when
+// the broker or the outbox's database cannot be reached.
 package eventbus
 
 import (
@@ -49,6 +66,7 @@ import (
 	"github.com/loamhq/loam/events/driver"
 	"github.com/loamhq/loam/events/memory"
 	"github.com/loamhq/loam/events/natsjs"
+	"github.com/loamhq/loam/events/pgoutbox"
 )
 
 // Drivers that Config.Driver names.
@@ -77,6 +95,9 @@ type Config struct {
 	Dedup Dedup `koanf:"dedup"`
 	// NATS configures the nats driver.
 	NATS natsjs.Config `koanf:"nats"`
+	// Outbox, when enabled, wraps the driver in a PostgreSQL transactional
+	// outbox.
+	Outbox pgoutbox.Config `koanf:"outbox"`
 }
 
 // Delivery is the default delivery policy of subscriptions.
@@ -119,6 +140,11 @@ func (c Config) Validate() error {
 		}
 	default:
 		bad("driver", "%q is not memory or nats", c.Driver)
+	}
+	if c.Outbox.Enabled {
+		if err := c.Outbox.Validate(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	d := c.Delivery
 	for key, n := range map[string]int{"delivery.max_attempts": d.MaxAttempts, "delivery.concurrency": d.Concurrency, "dedup.size": c.Dedup.Size} {
@@ -187,10 +213,27 @@ func (c Config) Options() []events.Option {
 	return append(opts, events.WithDefaults(policy...))
 }
 
-// Open validates cfg, connects the driver it names and returns a Bus over
-// it, configured by cfg and then by opts. The Bus owns the driver: its Close
-// closes the connection (and an embedded server).
+// Open validates cfg, connects the driver it names (wrapped in the outbox
+// when cfg.Outbox.Enabled) and returns a Bus over it, configured by cfg and
+// then by opts. The Bus owns the driver: its Close closes the connection
+// (and an embedded server, and the outbox's relay and pool).
 func Open(ctx context.Context, cfg Config, opts ...events.Option) (*events.Bus, error) {
+	b, err := OpenBroker(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	bus, err := events.NewBus(b, append(cfg.Options(), opts...)...)
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	return bus, nil
+}
+
+// OpenBroker validates cfg and connects the driver it names, wrapped in the
+// outbox, given outboxOpts, when cfg.Outbox.Enabled. The caller owns the
+// Broker: events.NewBus takes it over.
+func OpenBroker(ctx context.Context, cfg Config, outboxOpts ...pgoutbox.Option) (driver.Broker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -205,10 +248,13 @@ func Open(ctx context.Context, cfg Config, opts ...events.Option) (*events.Bus, 
 		}
 		b = nb
 	}
-	bus, err := events.NewBus(b, append(cfg.Options(), opts...)...)
+	if !cfg.Outbox.Enabled {
+		return b, nil
+	}
+	ob, err := pgoutbox.New(ctx, b, cfg.Outbox, outboxOpts...)
 	if err != nil {
 		b.Close()
-		return nil, err
+		return nil, fmt.Errorf("eventbus: events.outbox: %w", err)
 	}
-	return bus, nil
+	return ob, nil
 }

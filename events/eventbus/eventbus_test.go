@@ -3,6 +3,7 @@ package eventbus_test
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -10,13 +11,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/loamhq/loam/config"
 	"github.com/loamhq/loam/events"
 	"github.com/loamhq/loam/events/eventbus"
+	"github.com/loamhq/loam/events/memory"
 	"github.com/loamhq/loam/events/natsjs"
+	"github.com/loamhq/loam/events/pgoutbox"
 	"github.com/loamhq/loam/internal/testenv"
 	testingv1 "github.com/loamhq/loam/proto/loam/testing/v1"
 )
@@ -74,6 +80,18 @@ func TestValidate(t *testing.T) {
 			},
 		},
 		{name: "nats settings ignored by memory", cfg: eventbus.Config{NATS: natsjs.Config{URL: "http://x"}}},
+		{name: "outbox", cfg: eventbus.Config{Outbox: pgoutbox.Config{Enabled: true, URL: "postgres://app@db/orders", Password: config.NewSecret("p")}}},
+		{
+			name: "bad outbox settings",
+			cfg: eventbus.Config{Outbox: pgoutbox.Config{Enabled: true, Table: "Bad",
+				Relay: pgoutbox.RelayConfig{BatchSize: -1}}},
+			want: []string{
+				"events.outbox.url: required when events.outbox.enabled is true",
+				`events.outbox.table: "Bad"`,
+				"events.outbox.relay.batch_size: -1 is negative",
+			},
+		},
+		{name: "outbox settings ignored when disabled", cfg: eventbus.Config{Outbox: pgoutbox.Config{Table: "Bad"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -123,12 +141,21 @@ func TestLoad(t *testing.T) {
 		e.NATS.PublishWindow != natsjs.DefaultPublishWindow || e.Dedup.Window != 10*time.Minute {
 		t.Errorf("defaults not applied: %+v", e)
 	}
+	o := e.Outbox
+	if o.Enabled || o.Schema != pgoutbox.DefaultSchema || o.Table != pgoutbox.DefaultTable || o.MaxConns != pgoutbox.DefaultMaxConns ||
+		o.Relay.BatchSize != pgoutbox.DefaultBatchSize || o.Relay.Retention != pgoutbox.DefaultRetention ||
+		o.Relay.PollInterval != pgoutbox.DefaultPollInterval || o.Relay.LockInterval != pgoutbox.DefaultLockInterval ||
+		o.Relay.Timeout != pgoutbox.DefaultTimeout || o.Relay.StopTimeout != pgoutbox.DefaultStopTimeout ||
+		o.Relay.InitialBackoff != pgoutbox.DefaultInitialBackoff || o.Relay.MaxBackoff != pgoutbox.DefaultMaxBackoff {
+		t.Errorf("outbox defaults not applied: %+v", o)
+	}
 	if err := e.Validate(); err != nil {
 		t.Errorf("Validate of a loaded section = %v", err)
 	}
-	write("events:\n  driver: kafka\n  delivery:\n    concurency: 3\n  nats:\n    streams:\n      - name: X\n        storage: disk\n")
+	write("events:\n  driver: kafka\n  delivery:\n    concurency: 3\n  nats:\n    streams:\n      - name: X\n        storage: disk\n" +
+		"  outbox:\n    enabled: true\n    relay:\n      batch_size: -1\n")
 	_, err = config.Load[cfg](ctx, config.WithDir(dir), config.WithEnvironment("test"))
-	for _, key := range []string{"events.driver", "events.delivery.concurency", "events.nats.streams[0].storage"} {
+	for _, key := range []string{"events.driver", "events.delivery.concurency", "events.nats.streams[0].storage", "events.outbox.relay.batch_size"} {
 		if err == nil || !strings.Contains(err.Error(), key) {
 			t.Errorf("Load of a bad section = %v, want a problem naming %s", err, key)
 		}
@@ -220,6 +247,117 @@ func deleteStreams(t *testing.T, url, filter string) {
 	}
 }
 
+// outboxSchema returns the machine's PostgreSQL, a pool to it, and a
+// schema name for the test's outbox, dropped when the test ends.
+func outboxSchema(t *testing.T) (string, *pgxpool.Pool, string) {
+	url := testenv.Postgres.URL(t)
+	db := testenv.PostgresPool(t)
+	schema := "loam_test_" + strings.ToLower(rand.Text()[:12])
+	t.Cleanup(func() {
+		if _, err := db.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+schema+" CASCADE"); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	return url, db, schema
+}
+
+// TestOpenOutbox opens a Bus whose memory driver is wrapped in the outbox,
+// on the machine's PostgreSQL, in a schema of the test's own: an event
+// published in a transaction arrives once it commits.
+func TestOpenOutbox(t *testing.T) {
+	url, db, schema := outboxSchema(t)
+	ctx := context.Background()
+	bus, err := eventbus.Open(ctx, eventbus.Config{Source: "//eventbus", Outbox: pgoutbox.Config{Enabled: true, URL: url, Schema: schema}})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer bus.Close(ctx)
+	if s := bus.Capabilities().System; s != "loam.memory" {
+		t.Errorf("System = %q, want the wrapped driver's, loam.memory", s)
+	}
+	topic, err := events.NewTopic[*testingv1.Ping](ctx, bus, events.WithTopicName("eventbus.test.outbox"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 1)
+	if _, err := topic.Subscribe(ctx, "test", func(ctx context.Context, e *events.Event[*testingv1.Ping]) error {
+		got <- e.Data.GetText()
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := topic.Publish(ctx, &testingv1.Ping{Text: "no tx"}); !errors.Is(err, pgoutbox.ErrNoTx) {
+		t.Errorf("Publish without a transaction = %v, want pgoutbox.ErrNoTx", err)
+	}
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := topic.Publish(pgoutbox.NewContext(ctx, tx), &testingv1.Ping{Text: "committed"}); err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case text := <-got:
+		if text != "committed" {
+			t.Errorf("received %q, want committed", text)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the committed event did not arrive")
+	}
+}
+
+// TestOpenBroker checks that OpenBroker hands the outbox its options, here
+// a meter provider that sees the relay take the lead, and returns the bare
+// driver without the outbox.
+func TestOpenBroker(t *testing.T) {
+	url, _, schema := outboxSchema(t)
+	ctx := context.Background()
+	reader := sdkmetric.NewManualReader()
+	b, err := eventbus.OpenBroker(ctx, eventbus.Config{Outbox: pgoutbox.Config{Enabled: true, URL: url, Schema: schema}},
+		pgoutbox.WithMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))))
+	if err != nil {
+		t.Fatalf("OpenBroker: %v", err)
+	}
+	defer b.Close()
+	if _, ok := b.(*pgoutbox.Broker); !ok {
+		t.Fatalf("OpenBroker with the outbox enabled = %T, want *pgoutbox.Broker", b)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !leads(t, reader) {
+		if time.Now().After(deadline) {
+			t.Fatal("the meter provider given to OpenBroker never saw the relay lead")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	bare, err := eventbus.OpenBroker(ctx, eventbus.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bare.Close()
+	if _, ok := bare.(*memory.Broker); !ok {
+		t.Errorf("OpenBroker without the outbox = %T, want *memory.Broker", bare)
+	}
+}
+
+// leads reports whether the outbox's leader gauge reads 1.
+func leads(t *testing.T, reader *sdkmetric.ManualReader) bool {
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if g, ok := m.Data.(metricdata.Gauge[int64]); ok && m.Name == "loam.events.outbox.leader" && len(g.DataPoints) == 1 {
+				return g.DataPoints[0].Value == 1
+			}
+		}
+	}
+	return false
+}
+
 func TestOpenErrors(t *testing.T) {
 	ctx := context.Background()
 	if _, err := eventbus.Open(ctx, eventbus.Config{Driver: "kafka"}); err == nil || !strings.Contains(err.Error(), "events.driver") {
@@ -235,6 +373,10 @@ func TestOpenErrors(t *testing.T) {
 	_, err = eventbus.Open(ctx, eventbus.Config{Driver: "nats", NATS: natsjs.Config{URL: "nats://" + addr, ConnectTimeout: time.Second}})
 	if err == nil || !strings.Contains(err.Error(), "events.nats") {
 		t.Errorf("Open with no server = %v, want an error naming events.nats", err)
+	}
+	_, err = eventbus.Open(ctx, eventbus.Config{Outbox: pgoutbox.Config{Enabled: true, URL: "postgres://x@" + addr + "/x?connect_timeout=1"}})
+	if err == nil || !strings.Contains(err.Error(), "events.outbox") {
+		t.Errorf("Open with no database = %v, want an error naming events.outbox", err)
 	}
 	if _, err := eventbus.Open(ctx, eventbus.Config{Delivery: eventbus.Delivery{InitialBackoff: time.Minute}}); err != nil {
 		t.Errorf("Open with an initial backoff above the default cap = %v, want nil", err)
