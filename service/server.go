@@ -26,6 +26,7 @@ import (
 	"github.com/loamhq/loam/cache"
 	"github.com/loamhq/loam/events"
 	"github.com/loamhq/loam/events/eventbus"
+	"github.com/loamhq/loam/events/pgoutbox"
 	"github.com/loamhq/loam/telemetry"
 )
 
@@ -326,9 +327,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (_ *Server, err error)
 	if source == "" {
 		source = "//" + cfg.Service.Name
 	}
-	s.bus, err = eventbus.Open(ctx, cfg.Events, events.WithSource(source), events.WithLogger(s.log),
-		events.WithTracerProvider(s.tel.TracerProvider()), events.WithMeterProvider(s.tel.MeterProvider()),
-		events.WithPropagator(s.tel.Propagator()))
+	s.bus, err = s.openBus(ctx, source)
 	if err != nil {
 		s.cache.Close()
 		if s.tlsRel != nil {
@@ -403,6 +402,24 @@ func (s *Server) GRPC() *grpc.Server {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.grpc
+}
+
+// openBus opens the events Bus of the events section, reporting through the
+// server's telemetry, the outbox's relay included.
+func (s *Server) openBus(ctx context.Context, source string) (*events.Bus, error) {
+	b, err := eventbus.OpenBroker(ctx, s.cfg.Events, pgoutbox.WithLogger(s.log),
+		pgoutbox.WithMeterProvider(s.tel.MeterProvider()), pgoutbox.WithTracerProvider(s.tel.TracerProvider()))
+	if err != nil {
+		return nil, err
+	}
+	bus, err := events.NewBus(b, append(s.cfg.Events.Options(), events.WithSource(source), events.WithLogger(s.log),
+		events.WithTracerProvider(s.tel.TracerProvider()), events.WithMeterProvider(s.tel.MeterProvider()),
+		events.WithPropagator(s.tel.Propagator()))...)
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	return bus, nil
 }
 
 // Bus returns the events Bus that the `events` section describes, in
