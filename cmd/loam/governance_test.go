@@ -207,6 +207,20 @@ func TestCatalogFromBufImage(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("buf build: %v\n%s", err, out)
 	}
+	set, err := readImage(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	imports := map[string]bool{}
+	for _, f := range set.GetFile() {
+		imports[f.GetName()] = bufImport(f)
+	}
+	if want := map[string]bool{
+		"captures/v1/captures.proto": false, "loam/options/v1/options.proto": true,
+		"google/protobuf/descriptor.proto": true, "google/protobuf/timestamp.proto": true,
+	}; !cmp.Equal(imports, want) {
+		t.Errorf("files of buf's image, imports marked = %v, want %v", imports, want)
+	}
 	base := filepath.Join(t.TempDir(), "catalog")
 	if code, _, stderr := runCLI("catalog", "--image", img, "--out", base); code != 0 {
 		t.Fatalf("loam catalog --image = %d: %s", code, stderr)
