@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"maps"
@@ -387,9 +385,7 @@ type catalogCmd struct {
 
 func runCatalog(args []string, stdout, stderr io.Writer) int {
 	c := &catalogCmd{stdout: stdout, stderr: stderr}
-	fs := flag.NewFlagSet("loam catalog", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, catalogUsage) }
+	fs := commandFlags("loam catalog", catalogUsage, stderr)
 	fs.StringVar(&c.image, "image", "", "read the contracts from this buf image instead of compiling DIR")
 	fs.StringVar(&c.out, "out", "catalog", "write BASE.md and BASE.json")
 	fs.BoolVar(&c.check, "check", false, "exit 1 when the catalog files are stale")
@@ -467,21 +463,4 @@ func (c *catalogCmd) command() string {
 		return cmd + " --image " + c.image
 	}
 	return cmd + " " + c.dir
-}
-
-// parseArgs parses the flags of fs wherever they stand among args, and
-// returns the other arguments. code is -1 to go on, or the exit code of a
-// request for help (0) or a bad flag (2).
-func parseArgs(fs *flag.FlagSet, args []string) (positional []string, code int) {
-	for rest := args; ; rest = fs.Args()[1:] {
-		if err := fs.Parse(rest); errors.Is(err, flag.ErrHelp) {
-			return nil, 0
-		} else if err != nil {
-			return nil, 2
-		}
-		if fs.NArg() == 0 {
-			return positional, -1
-		}
-		positional = append(positional, fs.Arg(0))
-	}
 }

@@ -114,59 +114,42 @@ func readImage(path string) (*descriptorpb.FileDescriptorSet, error) {
 // contracts' own.
 func bufImport(f *descriptorpb.FileDescriptorProto) bool {
 	const imageFileExtension, isImport = 8042, 1
-	return boolField(fieldBytes(f.ProtoReflect().GetUnknown(), imageFileExtension), isImport)
+	ext, typ := lastField(f.ProtoReflect().GetUnknown(), imageFileExtension)
+	if typ != protowire.BytesType {
+		return false
+	}
+	ext, _ = protowire.ConsumeBytes(ext)
+	v, typ := lastField(ext, isImport)
+	if typ != protowire.VarintType {
+		return false
+	}
+	x, n := protowire.ConsumeVarint(v)
+	return n > 0 && x != 0
 }
 
-// fieldBytes returns the last occurrence of the length-delimited field num
-// in the wire-format b, or nil.
-func fieldBytes(b []byte, num protowire.Number) []byte {
-	var found []byte
+// lastField returns the value of the last occurrence of field num in the
+// wire-format b, as encoded, and its wire type; a type of -1 when b has no
+// such field or does not parse.
+func lastField(b []byte, num protowire.Number) ([]byte, protowire.Type) {
+	var (
+		value []byte
+		typ   protowire.Type = -1
+	)
 	for len(b) > 0 {
-		n, typ, l := protowire.ConsumeTag(b)
+		n, t, l := protowire.ConsumeTag(b)
 		if l < 0 {
-			return nil
+			return nil, -1
 		}
-		b = b[l:]
-		if n == num && typ == protowire.BytesType {
-			v, l := protowire.ConsumeBytes(b)
-			if l < 0 {
-				return nil
-			}
-			found, b = v, b[l:]
-			continue
+		m := protowire.ConsumeFieldValue(n, t, b[l:])
+		if m < 0 {
+			return nil, -1
 		}
-		if l = protowire.ConsumeFieldValue(n, typ, b); l < 0 {
-			return nil
+		if n == num {
+			value, typ = b[l:l+m], t
 		}
-		b = b[l:]
+		b = b[l+m:]
 	}
-	return found
-}
-
-// boolField reports whether the varint field num of the wire-format b is
-// set to true.
-func boolField(b []byte, num protowire.Number) bool {
-	set := false
-	for len(b) > 0 {
-		n, typ, l := protowire.ConsumeTag(b)
-		if l < 0 {
-			return false
-		}
-		b = b[l:]
-		if n == num && typ == protowire.VarintType {
-			v, l := protowire.ConsumeVarint(b)
-			if l < 0 {
-				return false
-			}
-			set, b = v != 0, b[l:]
-			continue
-		}
-		if l = protowire.ConsumeFieldValue(n, typ, b); l < 0 {
-			return false
-		}
-		b = b[l:]
-	}
-	return set
+	return value, typ
 }
 
 // compile compiles every .proto file under dir and returns them with their

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -93,9 +92,7 @@ type doctorCmd struct {
 
 func runDoctor(args []string, stdout, stderr io.Writer) int {
 	c := &doctorCmd{stdout: stdout, stderr: stderr}
-	fs := flag.NewFlagSet("loam doctor", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, doctorUsage) }
+	fs := commandFlags("loam doctor", doctorUsage, stderr)
 	fs.StringVar(&c.proto, "proto", "", "the contracts' directory (default DIR/proto)")
 	fs.StringVar(&c.image, "image", "", "read the contracts from this buf image instead")
 	fs.StringVar(&c.config, "config", "", "the configuration directory (default DIR/config)")

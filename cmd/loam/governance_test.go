@@ -400,3 +400,33 @@ func TestCatalogErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestBufImport reads buf's is_import mark, and reads no mark, rather than
+// a wrong one, from files without it or with fields that do not parse.
+func TestBufImport(t *testing.T) {
+	mark := func(ext []byte) *descriptorpb.FileDescriptorProto {
+		f := &descriptorpb.FileDescriptorProto{Name: proto.String("a.proto")}
+		f.ProtoReflect().SetUnknown(protowire.AppendBytes(protowire.AppendTag(nil, 8042, protowire.BytesType), ext))
+		return f
+	}
+	isImport := func(v uint64) []byte {
+		return protowire.AppendVarint(protowire.AppendTag(nil, 1, protowire.VarintType), v)
+	}
+	tests := []struct {
+		name string
+		file *descriptorpb.FileDescriptorProto
+		want bool
+	}{
+		{"plain descriptor", &descriptorpb.FileDescriptorProto{Name: proto.String("a.proto")}, false},
+		{"marked import", mark(isImport(1)), true},
+		{"marked not an import", mark(isImport(0)), false},
+		{"the last mark wins", mark(append(isImport(1), isImport(0)...)), false},
+		{"other fields of the extension", mark(append(protowire.AppendBytes(protowire.AppendTag(nil, 2, protowire.BytesType), []byte("m")), isImport(1)...)), true},
+		{"truncated extension", mark(isImport(1)[:1]), false},
+	}
+	for _, tt := range tests {
+		if got := bufImport(tt.file); got != tt.want {
+			t.Errorf("bufImport(%s) = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
