@@ -60,8 +60,7 @@
 //
 //	go get -modfile=tools/go.mod -tool github.com/loamhq/loam/cmd/buf-plugin-loam@latest
 //
-// and name it, with its rules, in buf.yaml. buf runs the plugin from the
-// directory buf runs in, the root of the repository:
+// and name it, with its rules, in buf.yaml:
 //
 //	version: v2
 //	modules:
@@ -72,12 +71,21 @@
 //	breaking:
 //	  use: [FILE, LOAM_BREAKING]
 //	plugins:
-//	  - plugin: [go, tool, -modfile=tools/go.mod, buf-plugin-loam]
+//	  - plugin: buf-plugin-loam
 //
 // LOAM and LOAM_BREAKING are the categories of the plugin's lint and
 // breaking rules; single rules can be named, or excepted, by their IDs as
-// buf's own. `buf lint` and `buf breaking` then apply them to every
-// contract, in CI as on a laptop, with nothing to install.
+// buf's own. buf starts the plugin a dozen times a run, so run buf through
+// a script that finds the plugin once and puts it on PATH:
+//
+//	plugin=$(go tool -modfile=tools/go.mod -n buf-plugin-loam)
+//	export PATH="$(dirname "$plugin"):$PATH"
+//	exec go tool -modfile=tools/go.mod buf "$@"
+//
+// (`go tool -n` builds the tool, or finds it in Go's build cache, and
+// prints its path.) `buf lint` and `buf breaking` then apply Loam's rules
+// to every contract, in CI as on a laptop, with nothing to install. The
+// guide is docs/governance.md in Loam's repository.
 package main
 
 import (

@@ -2,14 +2,12 @@ package contracts
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 )
 
@@ -24,7 +22,10 @@ func root(t *testing.T) string {
 }
 
 // copyTree copies the named files and directories of the repository into a
-// new temporary directory and returns it.
+// new temporary directory and returns it. A copied tools module builds
+// Loam's buf plugin, which buf.yaml runs, from the repository itself: its
+// replace directives, relative to the root, are made absolute, so every
+// copy runs the work tree's plugin, built once rather than once a copy.
 func copyTree(t *testing.T, paths ...string) string {
 	t.Helper()
 	src, dst := root(t), t.TempDir()
@@ -33,6 +34,15 @@ func copyTree(t *testing.T, paths ...string) string {
 		cmd.Dir = src
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("copying %s: %v: %s", p, err, out)
+		}
+	}
+	if slices.Contains(paths, "tools") {
+		cmd := exec.Command("go", "mod", "edit", "-modfile=tools/go.mod",
+			"-replace=github.com/loamhq/loam="+src,
+			"-replace=github.com/loamhq/loam/cmd/buf-plugin-loam="+filepath.Join(src, "cmd", "buf-plugin-loam"))
+		cmd.Dir = dst
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("pointing the copied tools module at the repository: %v: %s", err, out)
 		}
 	}
 	return dst
@@ -66,41 +76,8 @@ func edit(t *testing.T, path, old, new string) {
 	}
 }
 
-// buildFiles are what scripts/buf and scripts/generate need to run: the
-// contracts, buf's configuration and the tools module, whose buf plugin is
-// built from cmd/buf-plugin-loam and the packages of Loam it imports.
-func buildFiles(t *testing.T) []string {
-	t.Helper()
-	plugin, err := pluginSources()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return append([]string{"go.mod", "tools", "scripts", "buf.yaml", "buf.gen.yaml", "proto", "examples/proto"}, plugin...)
-}
-
-// pluginSources lists, relative to the repository root, the module of
-// Loam's buf plugin and the directories of the Loam packages it imports.
-var pluginSources = sync.OnceValues(func() ([]string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return nil, fmt.Errorf("go env GOMOD: %v", err)
-	}
-	root := filepath.Dir(strings.TrimSpace(string(out)))
-	cmd := exec.Command("go", "list", "-deps", "-f", `{{with .Module}}{{if eq .Path "github.com/loamhq/loam"}}{{$.Dir}}{{end}}{{end}}`, ".")
-	cmd.Dir = filepath.Join(root, "cmd", "buf-plugin-loam")
-	if out, err = cmd.Output(); err != nil {
-		return nil, fmt.Errorf("go list in cmd/buf-plugin-loam: %v", err)
-	}
-	dirs := []string{"cmd/buf-plugin-loam"}
-	for _, dir := range strings.Fields(string(out)) {
-		rel, err := filepath.Rel(root, dir)
-		if err != nil {
-			return nil, err
-		}
-		dirs = append(dirs, rel)
-	}
-	return dirs, nil
-})
+// buildFiles are what scripts/buf and scripts/generate need to run.
+var buildFiles = []string{"go.mod", "tools", "scripts", "buf.yaml", "buf.gen.yaml", "proto", "examples/proto"}
 
 const optionsProto = "proto/loam/options/v1/options.proto"
 
@@ -147,10 +124,10 @@ func TestBreakingRejects(t *testing.T) {
 			new:  "  repeated string consumes = 7;\n  // slack_channel is where the owner talks.\n  string slack_channel = 8;\n",
 		},
 	}
-	before := copyTree(t, buildFiles(t)...)
+	before := copyTree(t, buildFiles...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			after := copyTree(t, buildFiles(t)...)
+			after := copyTree(t, buildFiles...)
 			edit(t, filepath.Join(after, optionsProto), tt.old, tt.new)
 			out, ok := run(t, after, "scripts/buf", "breaking", after, "--against", before, "--error-format", "json")
 			if tt.wantRule == "" {
@@ -208,7 +185,7 @@ func TestFreshnessCheck(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dir := copyTree(t, buildFiles(t)...)
+			dir := copyTree(t, buildFiles...)
 			tt.mutate(t, dir)
 			out, ok := run(t, dir, "scripts/generate", "--check")
 			if tt.want == "" {
@@ -288,7 +265,7 @@ func TestLoamRules(t *testing.T) {
 		t.Skip("builds buf and Loam's buf plugin; set LOAM_TEST_TOOLS=1 to run it")
 	}
 	t.Run("lint", func(t *testing.T) {
-		dir := copyTree(t, buildFiles(t)...)
+		dir := copyTree(t, buildFiles...)
 		if got, ok := findings(t, dir, "lint"); !ok || len(got) > 0 {
 			t.Fatalf("buf lint of the repository's contracts failed (Loam rules %v)", got)
 		}
@@ -322,7 +299,7 @@ func TestLoamRules(t *testing.T) {
 	})
 	t.Run("breaking", func(t *testing.T) {
 		version := func(name string) (dir, path string) {
-			dir = copyTree(t, buildFiles(t)...)
+			dir = copyTree(t, buildFiles...)
 			return dir, addContract(t, dir, filepath.Join("breaking", name, "shop/v1/shop.proto"), "shop")
 		}
 		before, _ := version("before")
