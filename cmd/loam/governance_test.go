@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -428,5 +430,34 @@ func TestBufImport(t *testing.T) {
 		if got := bufImport(tt.file); got != tt.want {
 			t.Errorf("bufImport(%s) = %v, want %v", tt.name, got, tt.want)
 		}
+	}
+}
+
+// TestDoctorImage: the contracts may come from a buf image, with the same
+// scorecard as from their directory.
+func TestDoctorImage(t *testing.T) {
+	_, fromDir, _ := runCLI("doctor", "--json", ready)
+	code, fromImage, stderr := runCLI("doctor", "--json", "--image", image(t), "--config", ready+"/config")
+	if code != 0 {
+		t.Fatalf("loam doctor --image = %d: %s", code, stderr)
+	}
+	var a, b doctorReport
+	if err := json.Unmarshal([]byte(fromDir), &a); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal([]byte(fromImage), &b); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(a.Checks, b.Checks); diff != "" || b.Score != 100 {
+		t.Errorf("scorecard from the image (score %d) differs from the directory's (-dir +image):\n%s", b.Score, diff)
+	}
+}
+
+// TestLoadContractsCancelled: compiling stops with the context.
+func TestLoadContractsCancelled(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if _, err := loadContracts(ctx, ready+"/proto", ""); !errors.Is(err, context.Canceled) {
+		t.Errorf("loadContracts(cancelled) = %v, want context.Canceled", err)
 	}
 }
