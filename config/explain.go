@@ -29,6 +29,11 @@ type Entry struct {
 	// Source is the layer that set the value; SourceUnset for a key of T that
 	// no layer set, whose Value is then the zero value of its type.
 	Source Source
+	// SecretFile is, for a key that holds a Secret set to a "file:"
+	// reference, the path of the file the secret is read from; a path
+	// reveals nothing, and tells a secret mounted from a file from one
+	// written in the configuration. It is empty for every other key.
+	SecretFile string
 }
 
 // Explain loads the configuration of type T as Load does and returns every
@@ -52,6 +57,11 @@ func Explain[T any](ctx context.Context, opts ...Option) ([]Entry, error) {
 	for key, val := range st.flat {
 		e := Entry{Key: key, Value: text(val), Raw: val, Source: st.src[key]}
 		if n := st.schema.resolve(key).n; n != nil && n.secret {
+			if ref, ok := val.(string); ok {
+				if path, isFile := strings.CutPrefix(ref, "file:"); isFile {
+					e.SecretFile = path
+				}
+			}
 			e.Raw = nil
 			if e.Value != "" {
 				e.Value = redacted

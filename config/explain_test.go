@@ -100,8 +100,11 @@ func TestExplainValues(t *testing.T) {
 			Set   config.Secret `koanf:"set"`
 			Blank config.Secret `koanf:"blank"`
 			Unset config.Secret `koanf:"unset"`
+			File  config.Secret `koanf:"file"`
 		} `koanf:"secrets"`
 	}
+	mounted := filepath.Join(t.TempDir(), "token")
+	writeFile(t, mounted, "hunter2\n")
 	dir := writeDir(t, map[string]string{"base.yaml": `
 hosts: [a, "1", "yes"]
 roles:
@@ -117,6 +120,7 @@ port: 8080
 secrets:
   set: hunter2
   blank: ""
+  file: file:` + mounted + `
 `})
 	got, err := config.Explain[cfg](t.Context(), config.WithDir(dir))
 	if err != nil {
@@ -136,6 +140,7 @@ secrets:
 		"secrets.set":   "[redacted]",
 		"secrets.blank": "",
 		"secrets.unset": "",
+		"secrets.file":  "[redacted]",
 	}
 	if diff := cmp.Diff(want, values); diff != "" {
 		t.Errorf("Explain() values mismatch (-want +got):\n%s", diff)
@@ -154,8 +159,19 @@ secrets:
 		"secrets.set":   nil,
 		"secrets.blank": nil,
 		"secrets.unset": nil,
+		"secrets.file":  nil,
 	}
 	if diff := cmp.Diff(wantRaw, raws); diff != "" {
 		t.Errorf("Explain() raw values mismatch (-want +got):\n%s", diff)
+	}
+	// Only a secret read from a file names the file.
+	files := map[string]string{}
+	for _, e := range got {
+		if e.SecretFile != "" {
+			files[e.Key] = e.SecretFile
+		}
+	}
+	if diff := cmp.Diff(map[string]string{"secrets.file": mounted}, files); diff != "" {
+		t.Errorf("Explain() secret files mismatch (-want +got):\n%s", diff)
 	}
 }

@@ -574,7 +574,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 	}
 	shutdownCtx, cancel := context.WithTimeoutCause(context.WithoutCancel(ctx),
-		s.cfg.Service.DrainDelay+s.cfg.Service.ShutdownTimeout+5*time.Second, errors.New("shutdown took too long"))
+		s.cfg.Service.DrainDelay+s.cfg.Service.ShutdownTimeout+FlushAllowance, errors.New("shutdown took too long"))
 	defer cancel()
 	if signalled != nil {
 		go func() {
@@ -589,6 +589,13 @@ func (s *Server) Serve(ctx context.Context) error {
 	err := s.Shutdown(shutdownCtx)
 	return errors.Join(serveErr, err)
 }
+
+// FlushAllowance is how long Serve's shutdown runs past
+// service.drain_delay plus service.shutdown_timeout, for the admin server
+// to stop and telemetry to flush. A pod's termination grace must cover all
+// three, or the orchestrator kills the process before its last spans and
+// metrics leave; `loam doctor` checks that it does.
+const FlushAllowance = 5 * time.Second
 
 // ErrCallsCut is returned by Shutdown and Serve when the drain ended with
 // calls still in flight, which were cancelled: the shutdown timeout ran

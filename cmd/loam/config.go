@@ -204,6 +204,7 @@ type loaded struct {
 	entries  []entry
 	problems []config.FieldError // the configuration is invalid when there is one
 	warnings []config.FieldError // what deserves attention but is valid
+	cfg      *service.Config     // the Loam sections, typed; nil when they did not load
 }
 
 // load explains one environment; a non-zero code is an error already
@@ -231,6 +232,7 @@ func (c *configCmd) load(env string) (*loaded, int) {
 		fmt.Fprintln(c.stderr, "loam config:", err)
 		return nil, 1
 	}
+	l.cfg = &cfg.Config
 	derive(l.entries, cfg.Config, env)
 	problems, warnings := serverRules(cfg.Config, env, l.entries)
 	l.problems, l.warnings = problems, append(l.warnings, warnings...)

@@ -9,6 +9,11 @@
 //	                  print every effective key, its value and where it was set
 //	loam config diff --env A --env B [--fail-on-drift] [--json] [dir]
 //	                  show the keys that differ between two environments
+//	loam catalog [--image FILE] [--out BASE] [--check] [dir]
+//	                  write the service catalog of the contracts in dir, in
+//	                  Markdown and JSON
+//	loam doctor [--proto DIR] [--config DIR] [--grace D] [--min-score N] [--json] [dir]
+//	                  score a service's production readiness
 //	loam version   print the version of Loam this binary was built from
 //	loam help      print this help
 //
@@ -34,6 +39,12 @@ Usage:
   loam dev issuer [flags]
                  run a local OpenID Connect issuer for development
                  ("loam dev help")
+  loam catalog [--check] [DIR]
+                 write the service catalog of the contracts in DIR: owners,
+                 access rules, events and who consumes them ("loam catalog -h")
+  loam doctor [--min-score N] [--json] [DIR]
+                 score a service's production readiness from its contracts
+                 and production configuration ("loam doctor -h")
   loam version   print the version of Loam this binary was built from
   loam help      print this help
 `
@@ -60,6 +71,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runProto(args[1:], stdout, stderr)
 	case "dev":
 		return runDev(args[1:], stdout, stderr)
+	case "catalog":
+		return runCatalog(args[1:], stdout, stderr)
+	case "doctor":
+		return runDoctor(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "loam", version())
 		return 0

@@ -3,6 +3,7 @@ package options_test
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/reflect/protodesc"
@@ -74,4 +75,16 @@ func ExampleCheck() {
 	err := options.Check(mustFile(treesProto))
 	fmt.Println(err)
 	// Output: trees.v1.TreeService.Uproot: option (loam.options.v1.access): not declared
+}
+
+// A tool that files each problem under its own rule, such as a lint
+// plugin, tells them apart by Error.Field rather than by the message.
+func ExampleError() {
+	fd := mustFile(strings.Replace(treesProto, `permission: "trees.plant"`, `permission: "Trees.Plant"`, 1))
+	_, err := options.Access(fd.Services().ByName("TreeService").Methods().ByName("Plant"))
+	var oerr *options.Error
+	if errors.As(err, &oerr) && oerr.Field == "permission" {
+		fmt.Println("malformed permission:", oerr.Reason)
+	}
+	// Output: malformed permission: permission "Trees.Plant" must be dot-separated lower-case segments, resource first, such as "captures.create"
 }

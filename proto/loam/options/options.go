@@ -15,7 +15,9 @@
 //
 // Every error returned is an *Error. An option that is not declared at all
 // unwraps to ErrNotDeclared, so callers can tell "missing" from "wrong" with
-// errors.Is.
+// errors.Is; Error.Field names the field of the option at fault, so that a
+// tool can tell a malformed permission from a missing rule without reading
+// the message.
 //
 // All functions are safe for concurrent use; they only read descriptors.
 package options
@@ -45,6 +47,12 @@ type Error struct {
 	Element protoreflect.FullName
 	// Option is the full name of the option, such as "loam.options.v1.access".
 	Option protoreflect.FullName
+	// Field is the field of the option at fault, such as "permission",
+	// "owner" or "key_field"; empty when the fault is the option as a
+	// whole: not declared, or an access rule that sets no mode. Tools that
+	// file each kind of problem under its own rule, such as a lint plugin,
+	// tell them apart by it.
+	Field protoreflect.Name
 	// Reason says what is wrong, in words meant for the person who wrote the
 	// .proto file.
 	Reason string
@@ -79,26 +87,26 @@ func Access(m protoreflect.MethodDescriptor) (*optionsv1.Access, error) {
 	if !ok {
 		return nil, notDeclared(m.FullName(), optionsv1.E_Access)
 	}
-	bad := func(format string, args ...any) (*optionsv1.Access, error) {
-		return nil, &Error{Element: m.FullName(), Option: optionsv1.E_Access.TypeDescriptor().FullName(), Reason: fmt.Sprintf(format, args...)}
+	bad := func(field protoreflect.Name, format string, args ...any) (*optionsv1.Access, error) {
+		return nil, &Error{Element: m.FullName(), Option: optionsv1.E_Access.TypeDescriptor().FullName(), Field: field, Reason: fmt.Sprintf(format, args...)}
 	}
 	switch r := a.GetRule().(type) {
 	case nil:
-		return bad("set exactly one of public, authenticated or permission")
+		return bad("", "set exactly one of public, authenticated or permission")
 	case *optionsv1.Access_Public:
 		if !r.Public {
-			return bad("public must be true when set; to require a caller use authenticated or permission")
+			return bad("public", "public must be true when set; to require a caller use authenticated or permission")
 		}
 		if a.GetCondition() != "" {
-			return bad("a public method has no principal, so it cannot have a condition")
+			return bad("condition", "a public method has no principal, so it cannot have a condition")
 		}
 	case *optionsv1.Access_Authenticated:
 		if !r.Authenticated {
-			return bad("authenticated must be true when set; to admit anybody use public: true")
+			return bad("authenticated", "authenticated must be true when set; to admit anybody use public: true")
 		}
 	case *optionsv1.Access_Permission:
 		if !permissionPattern.MatchString(r.Permission) {
-			return bad("permission %q must be dot-separated lower-case segments, resource first, such as \"captures.create\"", r.Permission)
+			return bad("permission", "permission %q must be dot-separated lower-case segments, resource first, such as \"captures.create\"", r.Permission)
 		}
 	}
 	return a, nil
@@ -115,33 +123,36 @@ func Service(s protoreflect.ServiceDescriptor) (*optionsv1.Service, error) {
 	if !ok {
 		return nil, notDeclared(s.FullName(), optionsv1.E_Service)
 	}
-	bad := func(format string, args ...any) (*optionsv1.Service, error) {
-		return nil, &Error{Element: s.FullName(), Option: optionsv1.E_Service.TypeDescriptor().FullName(), Reason: fmt.Sprintf(format, args...)}
+	bad := func(field protoreflect.Name, format string, args ...any) (*optionsv1.Service, error) {
+		return nil, &Error{Element: s.FullName(), Option: optionsv1.E_Service.TypeDescriptor().FullName(), Field: field, Reason: fmt.Sprintf(format, args...)}
 	}
 	if svc.GetOwner() == "" {
-		return bad("owner is required: name the team that owns the service")
+		return bad("owner", "owner is required: name the team that owns the service")
 	}
 	if optionsv1.Tier_name[int32(svc.GetTier())] == "" {
-		return bad("tier %d is not a known loam.options.v1.Tier", svc.GetTier())
+		return bad("tier", "tier %d is not a known loam.options.v1.Tier", svc.GetTier())
 	}
-	for _, link := range []struct{ name, value string }{{"docs_url", svc.GetDocsUrl()}, {"runbook_url", svc.GetRunbookUrl()}} {
+	for _, link := range []struct {
+		name  protoreflect.Name
+		value string
+	}{{"docs_url", svc.GetDocsUrl()}, {"runbook_url", svc.GetRunbookUrl()}} {
 		if link.value == "" {
 			continue
 		}
 		if u, err := url.Parse(link.value); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return bad("%s %q must be an absolute http or https URL", link.name, link.value)
+			return bad(link.name, "%s %q must be an absolute http or https URL", link.name, link.value)
 		}
 	}
 	for _, list := range []struct {
-		name  string
+		name  protoreflect.Name
 		types []string
 	}{{"publishes", svc.GetPublishes()}, {"consumes", svc.GetConsumes()}} {
 		for i, t := range list.types {
 			if !eventTypePattern.MatchString(t) {
-				return bad("%s[%d] %q is not an event type such as \"org.example.captures.v1.capture_created\"", list.name, i, t)
+				return bad(list.name, "%s[%d] %q is not an event type such as \"org.example.captures.v1.capture_created\"", list.name, i, t)
 			}
 			if slices.Contains(list.types[:i], t) {
-				return bad("%s lists %q twice", list.name, t)
+				return bad(list.name, "%s lists %q twice", list.name, t)
 			}
 		}
 	}
@@ -159,19 +170,19 @@ func Event(m protoreflect.MessageDescriptor) (*optionsv1.Event, error) {
 	if !ok {
 		return nil, notDeclared(m.FullName(), optionsv1.E_Event)
 	}
-	bad := func(format string, args ...any) (*optionsv1.Event, error) {
-		return nil, &Error{Element: m.FullName(), Option: optionsv1.E_Event.TypeDescriptor().FullName(), Reason: fmt.Sprintf(format, args...)}
+	bad := func(field protoreflect.Name, format string, args ...any) (*optionsv1.Event, error) {
+		return nil, &Error{Element: m.FullName(), Option: optionsv1.E_Event.TypeDescriptor().FullName(), Field: field, Reason: fmt.Sprintf(format, args...)}
 	}
 	if !eventTypePattern.MatchString(ev.GetType()) {
-		return bad("type %q is not an event type such as \"org.example.captures.v1.capture_created\"", ev.GetType())
+		return bad("type", "type %q is not an event type such as \"org.example.captures.v1.capture_created\"", ev.GetType())
 	}
 	if name := ev.GetKeyField(); name != "" {
 		f := m.Fields().ByName(protoreflect.Name(name))
 		if f == nil {
-			return bad("key_field %q is not a field of %s", name, m.FullName())
+			return bad("key_field", "key_field %q is not a field of %s", name, m.FullName())
 		}
 		if f.Cardinality() == protoreflect.Repeated || !keyKinds[f.Kind()] {
-			return bad("key_field %q must be a singular string or integer field, not %s", name, describeField(f))
+			return bad("key_field", "key_field %q must be a singular string or integer field, not %s", name, describeField(f))
 		}
 	}
 	return ev, nil

@@ -367,3 +367,71 @@ func TestFindMethod(t *testing.T) {
 		}
 	}
 }
+
+// TestErrorField: every problem names the field of the option at fault,
+// and a problem with the option as a whole names none.
+func TestErrorField(t *testing.T) {
+	perm := func(p string) *optionsv1.Access {
+		return &optionsv1.Access{Rule: &optionsv1.Access_Permission{Permission: p}}
+	}
+	tests := []struct {
+		name string
+		err  func(t *testing.T) error
+		want protoreflect.Name
+	}{
+		{"access not declared", func(t *testing.T) error { _, err := options.Access(method(t, nil)); return err }, ""},
+		{"access without a mode", func(t *testing.T) error { _, err := options.Access(method(t, &optionsv1.Access{})); return err }, ""},
+		{"public false", func(t *testing.T) error {
+			_, err := options.Access(method(t, &optionsv1.Access{Rule: &optionsv1.Access_Public{}}))
+			return err
+		}, "public"},
+		{"authenticated false", func(t *testing.T) error {
+			_, err := options.Access(method(t, &optionsv1.Access{Rule: &optionsv1.Access_Authenticated{}}))
+			return err
+		}, "authenticated"},
+		{"public with condition", func(t *testing.T) error {
+			_, err := options.Access(method(t, &optionsv1.Access{Rule: &optionsv1.Access_Public{Public: true}, Condition: "true"}))
+			return err
+		}, "condition"},
+		{"malformed permission", func(t *testing.T) error { _, err := options.Access(method(t, perm("Trees"))); return err }, "permission"},
+		{"service not declared", func(t *testing.T) error {
+			_, err := options.Service(build(t, fileSpec{}).Services().Get(0))
+			return err
+		}, ""},
+		{"no owner", func(t *testing.T) error {
+			_, err := options.Service(build(t, fileSpec{service: &optionsv1.Service{Contact: "#x"}}).Services().Get(0))
+			return err
+		}, "owner"},
+		{"bad tier", func(t *testing.T) error {
+			_, err := options.Service(build(t, fileSpec{service: &optionsv1.Service{Owner: "x", Tier: 9}}).Services().Get(0))
+			return err
+		}, "tier"},
+		{"bad runbook", func(t *testing.T) error {
+			_, err := options.Service(build(t, fileSpec{service: &optionsv1.Service{Owner: "x", RunbookUrl: "/r"}}).Services().Get(0))
+			return err
+		}, "runbook_url"},
+		{"bad consumed type", func(t *testing.T) error {
+			_, err := options.Service(build(t, fileSpec{service: &optionsv1.Service{Owner: "x", Consumes: []string{"a b"}}}).Services().Get(0))
+			return err
+		}, "consumes"},
+		{"bad event type", func(t *testing.T) error {
+			_, err := options.Event(build(t, fileSpec{event: &optionsv1.Event{Type: "planted"}}).Messages().ByName("Planted"))
+			return err
+		}, "type"},
+		{"unknown key field", func(t *testing.T) error {
+			_, err := options.Event(build(t, fileSpec{event: &optionsv1.Event{Type: "org.example.planted", KeyField: "nope"}}).Messages().ByName("Planted"))
+			return err
+		}, "key_field"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var oerr *options.Error
+			if err := tt.err(t); !errors.As(err, &oerr) {
+				t.Fatalf("error = %v, want an *options.Error", err)
+			}
+			if oerr.Field != tt.want {
+				t.Errorf("Error.Field = %q, want %q (%v)", oerr.Field, tt.want, oerr)
+			}
+		})
+	}
+}
