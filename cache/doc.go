@@ -106,6 +106,17 @@
 // means: degraded (the default: Degraded reports true, and the service
 // stays ready) or not_ready.
 //
+// # Claims
+//
+// Store.Claims gives the processes of a namespace a shared set of claimed
+// and done keys in Redis, so that work reaching several replicas takes
+// effect once: Claim (atomic, one round trip), Done for a window, Release
+// of one's own claim. A Loam service uses it for the consumer-side
+// deduplication of events when events.dedup.store is redis. Claims go
+// through the Store's breaker and fail fast with ErrUnavailable during an
+// outage; they live outside the namespace's cache keys, so the flush after
+// an outage does not forget them.
+//
 // # Telemetry
 //
 // Metrics, through the meter provider of WithMeterProvider (default the

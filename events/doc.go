@@ -127,7 +127,9 @@
 // WithDedupWindow (10 minutes by default), in a Deduper: by default in the
 // process's memory (NewMemoryDeduper), which holds for one replica until it
 // restarts. A Deduper over a shared store, such as Redis, holds across
-// replicas and restarts; WithDeduper plugs one in. Publishing with WithID
+// replicas and restarts; WithDeduper plugs one in. A Loam service gets one
+// from configuration: events.dedup.store: redis keeps the IDs in the
+// Redis of its cache section (cache.Store.Claims). Publishing with WithID
 // makes a producer's retries safe: brokers that deduplicate on publish (a
 // JetStream stream's duplicate window) drop the copy, and subscribers skip
 // any that gets through.

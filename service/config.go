@@ -308,6 +308,9 @@ func (c Config) Validate() error {
 	if err := c.Events.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if d := c.Events.Dedup; d.Store == eventbus.DedupRedis && !d.Disabled && !c.Cache.Redis.Enabled() {
+		errs = append(errs, errors.New("events.dedup.store: redis keeps processed event IDs in the cache's Redis, and cache.redis.addresses is empty"))
+	}
 	if err := c.Authz.Validate(); err != nil {
 		errs = append(errs, err) // "authz: invalid configuration: <key>: ..."
 	}

@@ -412,9 +412,18 @@ func (s *Server) openBus(ctx context.Context, source string) (*events.Bus, error
 	if err != nil {
 		return nil, err
 	}
-	bus, err := events.NewBus(b, append(s.cfg.Events.Options(), events.WithSource(source), events.WithLogger(s.log),
+	opts := append(s.cfg.Events.Options(), events.WithSource(source), events.WithLogger(s.log),
 		events.WithTracerProvider(s.tel.TracerProvider()), events.WithMeterProvider(s.tel.MeterProvider()),
-		events.WithPropagator(s.tel.Propagator()))...)
+		events.WithPropagator(s.tel.Propagator()))
+	if d := s.cfg.Events.Dedup; d.Store == eventbus.DedupRedis && !d.Disabled {
+		claims, err := s.cache.Claims("events")
+		if err != nil {
+			b.Close()
+			return nil, fmt.Errorf("service: events.dedup.store redis: %w", err)
+		}
+		opts = append(opts, events.WithDeduper(claimDeduper{claims}))
+	}
+	bus, err := events.NewBus(b, opts...)
 	if err != nil {
 		b.Close()
 		return nil, err

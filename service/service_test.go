@@ -187,6 +187,9 @@ func TestConfigValidate(t *testing.T) {
 		{name: "backoff inverted", mutate: func(c *service.Config) {
 			c.Service.Client.RetryMaxBackoff = time.Millisecond
 		}, want: []string{"service.client.retry_max_backoff: 1ms is below retry_initial_backoff 10ms"}},
+		{name: "dedup in redis without redis", mutate: func(c *service.Config) {
+			c.Events.Dedup.Store = "redis"
+		}, want: []string{"events.dedup.store: redis keeps processed event IDs in the cache's Redis, and cache.redis.addresses is empty"}},
 		{name: "telemetry section checked too", mutate: func(c *service.Config) {
 			c.Telemetry.Traces.Exporter = "zipkin"
 		}, want: []string{`telemetry.traces.exporter: "zipkin"`}},

@@ -115,10 +115,23 @@ type Delivery struct {
 	HandlerTimeout time.Duration `koanf:"handler_timeout" validate:"min=0s"`
 }
 
+// Dedup stores that Dedup.Store names.
+const (
+	DedupMemory = "memory"
+	DedupRedis  = "redis"
+)
+
 // Dedup configures consumer-side deduplication, which is on by default.
 type Dedup struct {
 	// Disabled turns deduplication off.
 	Disabled bool `koanf:"disabled"`
+	// Store is where processed event IDs are remembered: memory (the
+	// default) in the process, which deduplicates redeliveries to this
+	// replica; or redis, shared by every replica and surviving restarts,
+	// on the Redis of the service's cache section (cache.redis). A Loam
+	// service (package service) wires redis; with Open, pass
+	// events.WithDeduper instead.
+	Store string `koanf:"store" default:"memory" validate:"omitempty,oneof=memory redis"`
 	// Window is how long a processed event ID is remembered.
 	Window time.Duration `koanf:"window" default:"10m" validate:"min=0s"`
 	// Size is how many IDs the in-process memory holds.
@@ -140,6 +153,11 @@ func (c Config) Validate() error {
 		}
 	default:
 		bad("driver", "%q is not memory or nats", c.Driver)
+	}
+	switch c.Dedup.Store {
+	case "", DedupMemory, DedupRedis:
+	default:
+		bad("dedup.store", "%q is not memory or redis", c.Dedup.Store)
 	}
 	if c.Outbox.Enabled {
 		if err := c.Outbox.Validate(); err != nil {
@@ -168,7 +186,8 @@ func (c Config) Validate() error {
 
 // Options returns the events options that c sets: the source, the publish
 // timeout, the deduplicator and the default delivery policy. Open passes
-// them to events.NewBus before the caller's.
+// them to events.NewBus before the caller's. With dedup.store redis the
+// deduplicator is left to the caller, who holds the Redis connection.
 func (c Config) Options() []events.Option {
 	var opts []events.Option
 	if c.Source != "" {
@@ -177,9 +196,11 @@ func (c Config) Options() []events.Option {
 	if c.PublishTimeout > 0 {
 		opts = append(opts, events.WithPublishTimeout(c.PublishTimeout))
 	}
-	if c.Dedup.Disabled {
+	switch {
+	case c.Dedup.Disabled:
 		opts = append(opts, events.WithDeduper(nil))
-	} else {
+	case c.Dedup.Store == DedupRedis:
+	default:
 		size := c.Dedup.Size
 		if size == 0 {
 			size = events.DefaultMemoryDedupSize
@@ -217,7 +238,14 @@ func (c Config) Options() []events.Option {
 // when cfg.Outbox.Enabled) and returns a Bus over it, configured by cfg and
 // then by opts. The Bus owns the driver: its Close closes the connection
 // (and an embedded server, and the outbox's relay and pool).
+//
+// Open refuses dedup.store redis: the Redis connection belongs to the
+// service's cache, and package service wires it. Outside a service, set
+// dedup.store to memory and pass events.WithDeduper.
 func Open(ctx context.Context, cfg Config, opts ...events.Option) (*events.Bus, error) {
+	if cfg.Dedup.Store == DedupRedis && !cfg.Dedup.Disabled {
+		return nil, errors.New("eventbus: events.dedup.store: redis is wired by service.New from the cache section; with eventbus.Open, use memory and pass events.WithDeduper")
+	}
 	b, err := OpenBroker(ctx, cfg)
 	if err != nil {
 		return nil, err

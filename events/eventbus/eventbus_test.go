@@ -37,6 +37,8 @@ func TestValidate(t *testing.T) {
 		{name: "memory", cfg: eventbus.Config{Driver: "memory", Source: "//captures"}},
 		{name: "nats", cfg: eventbus.Config{Driver: "nats", NATS: natsjs.Config{URL: "nats://a:4222,nats://b:4222"}}},
 		{name: "unknown driver", cfg: eventbus.Config{Driver: "kafka"}, want: []string{`events.driver: "kafka" is not memory or nats`}},
+		{name: "dedup in redis", cfg: eventbus.Config{Dedup: eventbus.Dedup{Store: "redis"}}},
+		{name: "unknown dedup store", cfg: eventbus.Config{Dedup: eventbus.Dedup{Store: "etcd"}}, want: []string{`events.dedup.store: "etcd" is not memory or redis`}},
 		{
 			name: "bad delivery",
 			cfg: eventbus.Config{Delivery: eventbus.Delivery{MaxAttempts: -1, Concurrency: -2, InitialBackoff: time.Second, MaxBackoff: time.Millisecond},
@@ -187,6 +189,19 @@ func roundTrip(t *testing.T, bus *events.Bus) {
 		}
 	case <-ctx.Done():
 		t.Fatal("the event did not arrive")
+	}
+}
+
+// TestOpenRefusesRedisDedup checks that Open does not quietly fall back to
+// deduplicating in memory when the section asks for Redis.
+func TestOpenRefusesRedisDedup(t *testing.T) {
+	bus, err := eventbus.Open(t.Context(), eventbus.Config{Dedup: eventbus.Dedup{Store: "redis"}})
+	if err == nil {
+		bus.Close(t.Context())
+		t.Fatal("Open with dedup.store redis = nil error, want a refusal naming events.dedup.store")
+	}
+	if !strings.Contains(err.Error(), "events.dedup.store") {
+		t.Errorf("Open with dedup.store redis = %v, want it to name events.dedup.store", err)
 	}
 }
 

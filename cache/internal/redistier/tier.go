@@ -267,6 +267,22 @@ func (t *Tier) Del(ctx context.Context, key string) error {
 	return t.result(ctx, c.Do(octx, c.B().Del().Key(key).Build()).Error())
 }
 
+// Eval runs script on keys and args and returns its string answer, or
+// ErrMiss when the script returns nil (false in Lua).
+func (t *Tier) Eval(ctx context.Context, script *rueidis.Lua, keys, args []string) (string, error) {
+	c, err := t.acquire()
+	if err != nil {
+		return "", err
+	}
+	octx, cancel := context.WithTimeout(ctx, t.o.Timeout)
+	defer cancel()
+	v, err := script.Exec(octx, c, keys, args).ToString()
+	if err = t.result(ctx, err); rueidis.IsRedisNil(err) {
+		return "", ErrMiss
+	}
+	return v, err
+}
+
 // Remember keeps key for deletion when Redis is back: a write to it may not
 // have reached Redis, so Redis and the other processes may hold an older
 // value.
