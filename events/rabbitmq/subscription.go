@@ -149,6 +149,10 @@ func (s *subscription) pump(ch *amqp.Channel, deliveries <-chan amqp.Delivery) {
 				return
 			}
 		}
+		// The consumer ended: the channel or the connection closed, or the
+		// broker cancelled the consumer (its queue was deleted), which
+		// leaves the channel open. Its unsettled deliveries go back.
+		_ = ch.Close()
 		wait := s.b.cfg.ReconnectMin
 		for {
 			select {
