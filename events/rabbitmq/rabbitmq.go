@@ -283,6 +283,11 @@ func (b *Broker) supervise(s *session) {
 			s.conn.Close()
 			return
 		}
+		b.mu.Lock()
+		if b.sess == s { // lost before it was put in service
+			b.sess, b.up = nil, make(chan struct{})
+		}
+		b.mu.Unlock()
 		wait := b.cfg.ReconnectMin
 		for {
 			t := time.NewTimer(wait)

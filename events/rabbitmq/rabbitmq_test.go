@@ -129,6 +129,15 @@ func TestNewErrors(t *testing.T) {
 	u.User = url.UserPassword("guest", "not-the-password")
 	cancelled, cancel := context.WithCancel(context.Background())
 	cancel()
+	fanout := "loam.test." + strings.ToLower(rand.Text()[:10])
+	ch, err := testenv.RabbitMQConn(t).Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.ExchangeDeclare(fanout, amqp.ExchangeFanout, false, true, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ch.ExchangeDelete(fanout, false, false) })
 	tests := []struct {
 		name string
 		ctx  context.Context
@@ -142,6 +151,8 @@ func TestNewErrors(t *testing.T) {
 		{"wrong secret password", context.Background(), rabbitmq.Config{URL: good, Password: config.NewSecret("not-the-password")}, "username or password not allowed"},
 		{"unknown vhost", context.Background(), rabbitmq.Config{URL: strings.TrimSuffix(good, "/") + "/no-such-vhost"}, "no-such-vhost"},
 		{"cancelled", cancelled, rabbitmq.Config{URL: good}, "context canceled"},
+		{"exchange of another type", context.Background(), rabbitmq.Config{URL: good, Exchange: fanout},
+			`declaring exchange "` + fanout + `" (events.rabbitmq.exchange)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
