@@ -3,6 +3,7 @@ package rabbitmq_test
 import (
 	"context"
 	"crypto/rand"
+	"log/slog"
 	"net/url"
 	"strings"
 	"sync"
@@ -61,7 +62,7 @@ func (h *harness) MakeBroker(ctx context.Context, t *testing.T) (driver.Broker, 
 		Exchange:     h.exchange,
 		ReconnectMin: 50 * time.Millisecond,
 		ReconnectMax: 500 * time.Millisecond,
-	})
+	}, rabbitmq.WithLogger(testLogger(t)))
 	if err != nil {
 		return nil, err
 	}
@@ -89,6 +90,19 @@ func (h *harness) NewTopicName(t *testing.T) string {
 		deleteQueues(t, h.upstream, queues)
 	})
 	return name
+}
+
+// testLogger logs the driver's warnings to t until the test ends.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	defer func() { _ = recover() }() // a write after the test ended
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
 }
 
 // deleteQueues deletes queues on the broker at url, directly.

@@ -94,7 +94,10 @@
 // secret, the exchange, the publish window, prefetch, delivery limit,
 // heartbeat, connect timeout and reconnect backoff, and the connection's
 // name. Its Validate names the full key of every problem, such as
-// "events.rabbitmq.url".
+// "events.rabbitmq.url". There is no setting for the queue type: queues
+// are always quorum queues, the only kind that both counts deliveries
+// (x-delivery-count, which Attempt comes from) and bounds them
+// (x-delivery-limit), as the delivery contract needs.
 //
 // # Errors
 //

@@ -33,7 +33,7 @@ func open(t *testing.T, cfg rabbitmq.Config) *rabbitmq.Broker {
 	if cfg.Exchange == "" {
 		cfg.Exchange = "loam.test." + strings.ToLower(rand.Text()[:10])
 	}
-	b, err := rabbitmq.New(context.Background(), cfg)
+	b, err := rabbitmq.New(context.Background(), cfg, rabbitmq.WithLogger(testLogger(t)))
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
