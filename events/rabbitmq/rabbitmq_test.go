@@ -430,3 +430,51 @@ func TestClose(t *testing.T) {
 	}
 	proxy.Restore()
 }
+
+// TestOutage checks what waits for the connection while the broker is
+// away: opening a subscription waits within its context, and closing one
+// does not wait at all.
+func TestOutage(t *testing.T) {
+	u, _ := url.Parse(brokerURL(t))
+	proxy := testenv.NewProxy(t, u.Host)
+	u.Host = proxy.Addr()
+	b := open(t, rabbitmq.Config{URL: u.String(), ReconnectMin: 20 * time.Millisecond})
+	ctx := ctxT(t)
+	name := topicName()
+	ds, err := b.OpenSubscription(ctx, name, driver.SubscriptionConfig{Name: "s", MaxAttempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy.Cut()
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if _, err := b.OpenSubscription(short, name, driver.SubscriptionConfig{Name: "other", MaxAttempts: 1}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("OpenSubscription while the broker is away = %v, want context.DeadlineExceeded", err)
+	}
+	start := time.Now()
+	if err := ds.Close(); err != nil {
+		t.Errorf("Subscription.Close while the broker is away = %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Subscription.Close while the broker is away took %v", d)
+	}
+	proxy.Restore()
+	ds, err = b.OpenSubscription(ctx, name, driver.SubscriptionConfig{Name: "s", MaxAttempts: 1})
+	if err != nil {
+		t.Fatalf("OpenSubscription after the broker is back: %v", err)
+	}
+	defer ds.Close()
+	dt, _ := b.OpenTopic(ctx, name)
+	if err := dt.Send(ctx, []*driver.Message{{ID: "back"}}); err != nil {
+		t.Fatalf("Send after the broker is back: %v", err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	ms, err := ds.Receive(rctx, 1)
+	if err != nil || ms[0].ID != "back" {
+		t.Fatalf("Receive after the broker is back = %v, %v", ms, err)
+	}
+	if err := ds.Ack(ctx, ms[0]); err != nil {
+		t.Errorf("Ack: %v", err)
+	}
+}

@@ -21,7 +21,8 @@ var brokerHeaders = []string{"x-delivery-count", "x-death", "x-first-death-excha
 	"x-first-death-reason", "x-last-death-exchange", "x-last-death-queue", "x-last-death-reason"}
 
 // OpenSubscription declares the quorum queue of cfg.Name on topic and its
-// binding, and starts consuming from it.
+// binding, and starts consuming from it. While the connection is being
+// re-established it waits for it, within ctx.
 func (b *Broker) OpenSubscription(ctx context.Context, topic string, cfg driver.SubscriptionConfig) (driver.Subscription, error) {
 	maxAttempts := max(cfg.MaxAttempts, 1)
 	prefetch := b.cfg.Prefetch
@@ -40,16 +41,31 @@ func (b *Broker) OpenSubscription(ctx context.Context, topic string, cfg driver.
 		stopped:  make(chan struct{}),
 		timers:   map[*time.Timer]struct{}{},
 	}
-	sess, err := b.session(ctx)
-	if err != nil {
-		return nil, err
-	}
-	ch, deliveries, err := s.consume(sess)
-	if err != nil {
+	var ch *amqp.Channel
+	var deliveries <-chan amqp.Delivery
+	for {
+		sess, err := b.session(ctx)
+		if err != nil {
+			return nil, err
+		}
+		ch, deliveries, err = s.consume(sess)
+		if err == nil {
+			break
+		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, err
+		var amqpErr *amqp.Error
+		if !sess.conn.IsClosed() && errors.As(err, &amqpErr) && amqpErr.Server {
+			return nil, err // the broker refused: a queue with other arguments, no permission
+		}
+		// The connection broke meanwhile: wait for the next one.
+		select {
+		case <-sess.lost:
+		case <-time.After(b.cfg.ReconnectMin):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 	b.mu.Lock()
 	b.queues[s.queue] = topic
