@@ -32,6 +32,16 @@
 // name share the queue's messages; each name has a queue, so each gets
 // every message published after it was first opened.
 //
+// A dead-letter topic, one whose name ends in ".dlq" (events dead-letters
+// the events of topic T to T.dlq by default), also gets a durable quorum
+// queue named after it ("org.example.orders.v1.order_placed.dlq"), declared
+// by OpenTopic, without a delivery limit: dead letters stay there until an
+// operator reads or moves them, even when no subscription is open on the
+// dead-letter topic. A dead-letter topic named otherwise
+// (events.WithDeadLetterTopic) needs a subscription, or a queue made by an
+// operator, or dead-lettering fails with ErrUnroutable and events keeps
+// retrying it.
+//
 // # Messages
 //
 // The message's ID is the AMQP message-id property; its headers go in the
@@ -116,6 +126,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -401,8 +412,9 @@ func (b *Broker) isClosed() bool {
 }
 
 // OpenTopic returns a Topic that publishes with the topic's name as the
-// routing key. The exchange is declared with the connection, so there is
-// nothing to provision.
+// routing key. The exchange is declared with the connection; for a
+// dead-letter topic (a name ending in ".dlq", events' default), OpenTopic
+// also declares the queue that keeps its messages (see the package doc).
 func (b *Broker) OpenTopic(ctx context.Context, name string) (driver.Topic, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -410,7 +422,68 @@ func (b *Broker) OpenTopic(ctx context.Context, name string) (driver.Topic, erro
 	if b.isClosed() {
 		return nil, driver.ErrClosed
 	}
+	if strings.HasSuffix(name, deadLetterSuffix) {
+		if err := b.declareDeadLetterQueue(ctx, name); err != nil {
+			return nil, err
+		}
+	}
 	return &topic{b: b, key: name}, nil
+}
+
+// deadLetterSuffix ends the name of the dead-letter topics that OpenTopic
+// declares a queue for: events dead-letters the events of topic T to
+// T+".dlq" unless told otherwise.
+const deadLetterSuffix = ".dlq"
+
+// declareDeadLetterQueue declares the quorum queue named after the
+// dead-letter topic and binds it, once per Broker, waiting for the
+// connection within ctx.
+func (b *Broker) declareDeadLetterQueue(ctx context.Context, topic string) error {
+	b.mu.Lock()
+	_, done := b.queues[topic]
+	b.mu.Unlock()
+	if done {
+		return nil
+	}
+	for {
+		s, err := b.session(ctx)
+		if err != nil {
+			return err
+		}
+		err = func() error {
+			ch, err := s.conn.Channel()
+			if err != nil {
+				return err
+			}
+			defer ch.Close()
+			if _, err := ch.QueueDeclare(topic, true, false, false, false, amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum}); err != nil {
+				return fmt.Errorf("declaring quorum queue %q: %w", topic, err)
+			}
+			if err := ch.QueueBind(topic, topic, b.cfg.Exchange, false, nil); err != nil {
+				return fmt.Errorf("binding queue %q to exchange %q: %w", topic, b.cfg.Exchange, err)
+			}
+			return nil
+		}()
+		if err == nil {
+			b.mu.Lock()
+			b.queues[topic] = topic
+			b.mu.Unlock()
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var amqpErr *amqp.Error
+		if !s.conn.IsClosed() && errors.As(err, &amqpErr) && amqpErr.Server {
+			return fmt.Errorf("rabbitmq: dead-letter topic %s: %w", topic, err)
+		}
+		select { // the connection broke meanwhile: wait for the next one
+		case <-s.lost:
+		case <-time.After(b.cfg.ReconnectMin):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // IsRetryable reports whether err is transient: a lost connection or

@@ -14,9 +14,11 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/loamhq/loam/config"
+	"github.com/loamhq/loam/events"
 	"github.com/loamhq/loam/events/driver"
 	"github.com/loamhq/loam/events/rabbitmq"
 	"github.com/loamhq/loam/internal/testenv"
+	testingv1 "github.com/loamhq/loam/proto/loam/testing/v1"
 )
 
 // broker returns the URL of the machine's RabbitMQ, skipping without one.
@@ -476,5 +478,54 @@ func TestOutage(t *testing.T) {
 	}
 	if err := ds.Ack(ctx, ms[0]); err != nil {
 		t.Errorf("Ack: %v", err)
+	}
+}
+
+// TestDeadLetterQueue checks that dead letters are kept in the queue of the
+// dead-letter topic when nobody subscribes to it, instead of being
+// unroutable.
+func TestDeadLetterQueue(t *testing.T) {
+	direct := brokerURL(t)
+	b := open(t, rabbitmq.Config{URL: direct})
+	ctx := ctxT(t)
+	bus, err := events.NewBus(b, events.WithLogger(testLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bus.Close(ctx)
+	name := topicName()
+	topic, err := events.NewTopic[*testingv1.Ping](ctx, bus, events.WithTopicName(name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := topic.Subscribe(ctx, "failing", func(context.Context, *events.Event[*testingv1.Ping]) error {
+		return events.Permanent(errors.New("cannot handle this"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := topic.Publish(ctx, &testingv1.Ping{Text: "doomed"}, events.WithID("doomed")); err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	ch, err := testenv.RabbitMQConn(t).Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		d, ok, err := ch.Get(name+".dlq", false)
+		if err != nil {
+			t.Fatalf("reading queue %s.dlq: %v", name, err)
+		}
+		if ok {
+			if d.MessageId != "doomed" || d.Headers[events.HeaderDeadLetterCause] != events.CausePermanent {
+				t.Errorf("dead letter: message-id %q, cause %v; want doomed, %s", d.MessageId, d.Headers[events.HeaderDeadLetterCause], events.CausePermanent)
+			}
+			d.Ack(false)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no dead letter in queue %s.dlq after 10s", name)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
