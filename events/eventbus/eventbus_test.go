@@ -263,6 +263,9 @@ func TestOpenRabbitMQ(t *testing.T) {
 			_, err = ch.QueueDelete("eventbus.test.testopenrabbitmq@test", false, false, false)
 		}
 		if err == nil {
+			_, err = ch.QueueDelete("eventbus.test.testopenrabbitmq.dlq", false, false, false)
+		}
+		if err == nil {
 			err = ch.ExchangeDelete(exchange, false, false)
 		}
 		if err != nil {

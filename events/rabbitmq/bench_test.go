@@ -64,6 +64,7 @@ func benchTopology(b *testing.B, url string) (exchange, topic string) {
 		defer conn.Close()
 		if ch, err := conn.Channel(); err == nil {
 			ch.QueueDelete(topic+"@bench", false, false, false)
+			ch.QueueDelete(topic+".dlq", false, false, false)
 			ch.ExchangeDelete(exchange, false, false)
 		}
 	})
