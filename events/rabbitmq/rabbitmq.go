@@ -25,12 +25,12 @@
 // redeliveries, so the broker delivers a message at most MaxAttempts+1
 // times, as driver.SubscriptionConfig asks: a message that crashes its
 // consumer every time still stops, after events has had its chance to
-// dead-letter it. Opening a subscription declares
-// the queue and its binding (idempotent), and consumes from it on a channel
-// of its own with manual acknowledgement and a prefetch (basic.qos) of the
-// subscription's in-flight limit, or Config.Prefetch. Subscribers of one
-// name share the queue's messages; each name has a queue, so each gets
-// every message published after it was first opened.
+// dead-letter it. Opening a subscription declares the queue and its binding
+// (idempotent), and consumes from it on a channel of its own with manual
+// acknowledgement and a prefetch (basic.qos) of the subscription's
+// in-flight limit, or Config.Prefetch. Subscribers of one name share the
+// queue's messages; each name has a queue, so each gets every message
+// published after it was first opened.
 //
 // A dead-letter topic, one whose name ends in ".dlq" (events dead-letters
 // the events of topic T to T.dlq by default), also gets a durable quorum
