@@ -422,6 +422,9 @@ func (b *Broker) OpenTopic(ctx context.Context, name string) (driver.Topic, erro
 	if b.isClosed() {
 		return nil, driver.ErrClosed
 	}
+	if len(name) > shortstr {
+		return nil, fmt.Errorf("rabbitmq: topic name %.40q... is %d bytes long, above AMQP's limit of %d for a routing key", name, len(name), shortstr)
+	}
 	if strings.HasSuffix(name, deadLetterSuffix) {
 		if err := b.declareDeadLetterQueue(ctx, name); err != nil {
 			return nil, err
@@ -570,8 +573,13 @@ func (t *topic) Send(ctx context.Context, ms []*driver.Message) error {
 		if err != nil {
 			break
 		}
+		var p amqp.Publishing
+		if p, err = toPublishing(m); err != nil {
+			<-b.window
+			break
+		}
 		var dc *amqp.DeferredConfirmation
-		dc, err = s.pub.PublishWithDeferredConfirmWithContext(ctx, b.cfg.Exchange, t.key, !b.cfg.DropUnroutable, false, toPublishing(m))
+		dc, err = s.pub.PublishWithDeferredConfirmWithContext(ctx, b.cfg.Exchange, t.key, !b.cfg.DropUnroutable, false, p)
 		if err == nil && dc == nil {
 			err = errors.New("rabbitmq: the publishing channel is not in confirm mode")
 		}
@@ -603,20 +611,34 @@ func (t *topic) Send(ctx context.Context, ms []*driver.Message) error {
 	return fmt.Errorf("rabbitmq: publishing to %s: %w", t.key, err)
 }
 
-// toPublishing turns m into an AMQP message.
-func toPublishing(m *driver.Message) amqp.Publishing {
+// shortstr is AMQP's limit on the length of a header's key, a message-id
+// or a content-type.
+const shortstr = 255
+
+// toPublishing turns m into an AMQP message. It fails, for good, when a
+// field is too long for AMQP.
+func toPublishing(m *driver.Message) (amqp.Publishing, error) {
 	p := amqp.Publishing{MessageId: m.ID, DeliveryMode: amqp.Persistent, Body: m.Body}
+	if len(m.ID) > shortstr {
+		return p, fmt.Errorf("rabbitmq: message ID %.40q... is %d bytes long, above AMQP's limit of %d for a message-id", m.ID, len(m.ID), shortstr)
+	}
 	if len(m.Header) > 0 {
 		p.Headers = make(amqp.Table, len(m.Header))
 		for k, v := range m.Header {
+			if len(k) > shortstr {
+				return p, fmt.Errorf("rabbitmq: message %q: header key %.40q... is %d bytes long, above AMQP's limit of %d", m.ID, k, len(k), shortstr)
+			}
 			if k == "content-type" && v != "" {
+				if len(v) > shortstr {
+					return p, fmt.Errorf("rabbitmq: message %q: content-type is %d bytes long, above AMQP's limit of %d", m.ID, len(v), shortstr)
+				}
 				p.ContentType = v
 				continue
 			}
 			p.Headers[k] = v
 		}
 	}
-	return p
+	return p, nil
 }
 
 func (t *topic) IsRetryable(err error) bool { return IsRetryable(err) }

@@ -529,3 +529,43 @@ func TestDeadLetterQueue(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestTooLong checks names and fields beyond AMQP's 255-byte short
+// strings: they fail at once, not retryable, and the connection goes on.
+func TestTooLong(t *testing.T) {
+	b := open(t, rabbitmq.Config{URL: brokerURL(t)})
+	ctx := ctxT(t)
+	long := strings.Repeat("x", 256)
+	if _, err := b.OpenTopic(ctx, long); err == nil || !strings.Contains(err.Error(), "routing key") {
+		t.Errorf("OpenTopic(256 bytes) = %v, want an error about the routing key", err)
+	}
+	name := topicName()
+	if _, err := b.OpenSubscription(ctx, name, driver.SubscriptionConfig{Name: long, MaxAttempts: 1}); err == nil || !strings.Contains(err.Error(), "queue name") {
+		t.Errorf("OpenSubscription(name of 256 bytes) = %v, want an error about the queue name", err)
+	}
+	ds, err := b.OpenSubscription(ctx, name, driver.SubscriptionConfig{Name: "s", MaxAttempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ds.Close()
+	dt, _ := b.OpenTopic(ctx, name)
+	for _, m := range []*driver.Message{
+		{ID: long},
+		{ID: "key", Header: map[string]string{long: "v"}},
+		{ID: "type", Header: map[string]string{"content-type": long}},
+	} {
+		if err := dt.Send(ctx, []*driver.Message{m}); err == nil || dt.IsRetryable(err) || !strings.Contains(err.Error(), "limit") {
+			t.Errorf("Send(%.10q) = %v (retryable %v), want a permanent error about AMQP's limit", m.ID, err, dt.IsRetryable(err))
+		}
+	}
+	if err := dt.Send(ctx, []*driver.Message{{ID: "fine", Header: map[string]string{"k": long}}}); err != nil {
+		t.Fatalf("Send of a long header value = %v, want nil", err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	ms, err := ds.Receive(rctx, 1)
+	if err != nil || ms[0].ID != "fine" || ms[0].Header["k"] != long {
+		t.Fatalf("Receive = %v, %v; want message fine with its long header", ms, err)
+	}
+	ds.Ack(ctx, ms[0])
+}

@@ -41,6 +41,9 @@ func (b *Broker) OpenSubscription(ctx context.Context, topic string, cfg driver.
 		stopped:  make(chan struct{}),
 		timers:   map[*time.Timer]struct{}{},
 	}
+	if len(s.queue) > shortstr {
+		return nil, fmt.Errorf("rabbitmq: queue name %.40q... of subscription %q on %q is %d bytes long, above AMQP's limit of %d", s.queue, cfg.Name, topic, len(s.queue), shortstr)
+	}
 	var ch *amqp.Channel
 	var deliveries <-chan amqp.Delivery
 	for {
