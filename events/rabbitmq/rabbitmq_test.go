@@ -569,3 +569,53 @@ func TestTooLong(t *testing.T) {
 	}
 	ds.Ack(ctx, ms[0])
 }
+
+// TestStalledBroker stalls the connection without closing it, as a broker
+// that hangs does: the heartbeat notices, the publish in flight fails with a
+// retryable error (or its context ends), and the Broker reconnects once
+// the broker answers again.
+func TestStalledBroker(t *testing.T) {
+	u, _ := url.Parse(brokerURL(t))
+	proxy := testenv.NewProxy(t, u.Host)
+	u.Host = proxy.Addr()
+	b := open(t, rabbitmq.Config{URL: u.String(), Heartbeat: time.Second, ReconnectMin: 20 * time.Millisecond, ReconnectMax: 200 * time.Millisecond})
+	ctx := ctxT(t)
+	name := topicName()
+	ds, err := b.OpenSubscription(ctx, name, driver.SubscriptionConfig{Name: "s", MaxAttempts: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ds.Close()
+	dt, _ := b.OpenTopic(ctx, name)
+	proxy.Stall()
+	stalled, cancel := context.WithTimeout(ctx, 6*time.Second)
+	defer cancel()
+	start := time.Now()
+	err = dt.Send(stalled, []*driver.Message{{ID: "stalled"}})
+	if err == nil || !(dt.IsRetryable(err) || errors.Is(err, context.DeadlineExceeded)) {
+		t.Fatalf("Send to a stalled broker = %v, want a retryable error", err)
+	}
+	t.Logf("Send to a stalled broker returned after %v: %v", time.Since(start).Round(time.Millisecond), err)
+	proxy.Restore()
+	for {
+		err := dt.Send(ctx, []*driver.Message{{ID: "after"}})
+		if err == nil {
+			break
+		}
+		if !dt.IsRetryable(err) {
+			t.Fatalf("Send after the stall: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	seen := map[string]bool{}
+	for !seen["after"] {
+		ms, err := ds.Receive(ctx, 10)
+		if err != nil {
+			t.Fatalf("Receive after the stall (seen %v): %v", seen, err)
+		}
+		for _, m := range ms {
+			seen[m.ID] = true
+			ds.Ack(ctx, m)
+		}
+	}
+}
