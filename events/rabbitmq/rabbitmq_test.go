@@ -619,3 +619,49 @@ func TestStalledBroker(t *testing.T) {
 		}
 	}
 }
+
+// TestExchangeDeleted deletes the exchange under a running Broker, as an
+// operator might: the publish that meets the missing exchange fails as
+// retryable, and the Broker declares the exchange and the subscription's
+// binding again, so the next publish is delivered.
+func TestExchangeDeleted(t *testing.T) {
+	exchange := "loam.test." + strings.ToLower(rand.Text()[:10])
+	b := open(t, rabbitmq.Config{URL: brokerURL(t), Exchange: exchange, ReconnectMin: 20 * time.Millisecond})
+	ctx := ctxT(t)
+	name := topicName()
+	ds, err := b.OpenSubscription(ctx, name, driver.SubscriptionConfig{Name: "s", MaxAttempts: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ds.Close()
+	dt, _ := b.OpenTopic(ctx, name)
+	ch, err := testenv.RabbitMQConn(t).Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.ExchangeDelete(exchange, false, false); err != nil {
+		t.Fatal(err)
+	}
+	retryable := 0
+	for {
+		err := dt.Send(ctx, []*driver.Message{{ID: "after"}})
+		if err == nil {
+			break
+		}
+		// Until the subscription is bound again, the message may also be
+		// unroutable.
+		if !dt.IsRetryable(err) && !errors.Is(err, rabbitmq.ErrUnroutable) {
+			t.Fatalf("Send after the exchange was deleted: %v", err)
+		}
+		retryable++
+		time.Sleep(20 * time.Millisecond)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	ms, err := ds.Receive(rctx, 1)
+	if err != nil || ms[0].ID != "after" {
+		t.Fatalf("Receive after the exchange came back = %v, %v", ms, err)
+	}
+	ds.Ack(ctx, ms[0])
+	t.Logf("%d failed sends while the exchange was being declared again", retryable)
+}
