@@ -91,7 +91,8 @@
 //   - RabbitMQ (amqp091-go): a topic is a routing key on a durable topic
 //     exchange; a subscription is a quorum queue named after the
 //     subscription and the topic, bound to that key, with x-delivery-limit =
-//     MaxAttempts+1 and a prefetch (basic.qos) of MaxInFlight. Send publishes
+//     MaxAttempts (RabbitMQ counts redeliveries, so that is MaxAttempts+1
+//     deliveries) and a prefetch (basic.qos) of MaxInFlight. Send publishes
 //     with publisher confirms, pipelined, and returns once every confirm
 //     (ack) is in; a nack or a lost channel is a retryable error. ID is the
 //     AMQP message-id, Header the headers table, Body the body as is.

@@ -14,7 +14,7 @@
 // Config is the `events` section:
 //
 //	events:
-//	  driver: nats            # memory (the default) or nats
+//	  driver: nats            # memory (the default), nats or rabbitmq
 //	  source: //captures      # the CloudEvents source of published events
 //	  delivery:
 //	    max_attempts: 5
@@ -27,6 +27,10 @@
 //	      - name: ORDERS
 //	        subjects: ["org.example.orders.>"]
 //	        max_age: 168h
+//	  rabbitmq:               # with driver: rabbitmq
+//	    url: amqp://captures@rabbitmq:5672/
+//	    password: file:/run/secrets/rabbitmq-password
+//	    publish_window: 256
 //	  outbox:                 # publish through a PostgreSQL transactional outbox
 //	    enabled: true
 //	    url: postgres://orders@db:5432/orders
@@ -51,7 +55,8 @@
 // # Errors
 //
 // Config.Validate names the full key of every problem ("events.driver: ...",
-// "events.nats.streams[0].name: ...", "events.outbox.url: ..."); Open calls
+// "events.nats.streams[0].name: ...", "events.rabbitmq.url: ...",
+// "events.outbox.url: ..."); Open calls
 // it first, then fails with the driver's error, naming its section, when
 // the broker or the outbox's database cannot be reached.
 package eventbus
@@ -67,19 +72,21 @@ import (
 	"github.com/loamhq/loam/events/memory"
 	"github.com/loamhq/loam/events/natsjs"
 	"github.com/loamhq/loam/events/pgoutbox"
+	"github.com/loamhq/loam/events/rabbitmq"
 )
 
 // Drivers that Config.Driver names.
 const (
-	DriverMemory = "memory"
-	DriverNATS   = "nats"
+	DriverMemory   = "memory"
+	DriverNATS     = "nats"
+	DriverRabbitMQ = "rabbitmq"
 )
 
 // Config is the `events` section of a Loam service's configuration. The
 // zero value opens an in-memory Bus with the default delivery policy.
 type Config struct {
-	// Driver is memory (the default) or nats.
-	Driver string `koanf:"driver" default:"memory" validate:"omitempty,oneof=memory nats"`
+	// Driver is memory (the default), nats or rabbitmq.
+	Driver string `koanf:"driver" default:"memory" validate:"omitempty,oneof=memory nats rabbitmq"`
 	// Source is the CloudEvents source of the events the service
 	// publishes, a URI reference such as "//captures". Empty means "/" and
 	// the program's name.
@@ -95,6 +102,8 @@ type Config struct {
 	Dedup Dedup `koanf:"dedup"`
 	// NATS configures the nats driver.
 	NATS natsjs.Config `koanf:"nats"`
+	// RabbitMQ configures the rabbitmq driver.
+	RabbitMQ rabbitmq.Config `koanf:"rabbitmq"`
 	// Outbox, when enabled, wraps the driver in a PostgreSQL transactional
 	// outbox.
 	Outbox pgoutbox.Config `koanf:"outbox"`
@@ -151,8 +160,12 @@ func (c Config) Validate() error {
 		if err := c.NATS.Validate(); err != nil {
 			errs = append(errs, err)
 		}
+	case DriverRabbitMQ:
+		if err := c.RabbitMQ.Validate(); err != nil {
+			errs = append(errs, err)
+		}
 	default:
-		bad("driver", "%q is not memory or nats", c.Driver)
+		bad("driver", "%q is not memory, nats or rabbitmq", c.Driver)
 	}
 	switch c.Dedup.Store {
 	case "", DedupMemory, DedupRedis:
@@ -275,6 +288,12 @@ func OpenBroker(ctx context.Context, cfg Config, outboxOpts ...pgoutbox.Option) 
 			return nil, fmt.Errorf("eventbus: events.nats: %w", err)
 		}
 		b = nb
+	case DriverRabbitMQ:
+		rb, err := rabbitmq.New(ctx, cfg.RabbitMQ)
+		if err != nil {
+			return nil, fmt.Errorf("eventbus: events.rabbitmq: %w", err)
+		}
+		b = rb
 	}
 	if !cfg.Outbox.Enabled {
 		return b, nil

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	amqp "github.com/rabbitmq/amqp091-go"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
@@ -23,6 +24,7 @@ import (
 	"github.com/loamhq/loam/events/memory"
 	"github.com/loamhq/loam/events/natsjs"
 	"github.com/loamhq/loam/events/pgoutbox"
+	"github.com/loamhq/loam/events/rabbitmq"
 	"github.com/loamhq/loam/internal/testenv"
 	testingv1 "github.com/loamhq/loam/proto/loam/testing/v1"
 )
@@ -36,7 +38,19 @@ func TestValidate(t *testing.T) {
 		{name: "zero value", cfg: eventbus.Config{}},
 		{name: "memory", cfg: eventbus.Config{Driver: "memory", Source: "//captures"}},
 		{name: "nats", cfg: eventbus.Config{Driver: "nats", NATS: natsjs.Config{URL: "nats://a:4222,nats://b:4222"}}},
-		{name: "unknown driver", cfg: eventbus.Config{Driver: "kafka"}, want: []string{`events.driver: "kafka" is not memory or nats`}},
+		{name: "unknown driver", cfg: eventbus.Config{Driver: "kafka"}, want: []string{`events.driver: "kafka" is not memory, nats or rabbitmq`}},
+		{name: "rabbitmq", cfg: eventbus.Config{Driver: "rabbitmq", RabbitMQ: rabbitmq.Config{URL: "amqps://orders@rabbit:5671/prod", Password: config.NewSecret("p")}}},
+		{
+			name: "bad rabbitmq settings",
+			cfg: eventbus.Config{Driver: "rabbitmq", RabbitMQ: rabbitmq.Config{URL: "nats://rabbit:5672", PublishWindow: -1,
+				ReconnectMin: time.Minute, ReconnectMax: time.Second}},
+			want: []string{
+				`events.rabbitmq.url: "nats://rabbit:5672" is not an amqp:// or amqps:// URL`,
+				"events.rabbitmq.publish_window: -1 is negative",
+				"events.rabbitmq.reconnect_max: 1s is below reconnect_min 1m0s",
+			},
+		},
+		{name: "rabbitmq settings ignored by nats", cfg: eventbus.Config{Driver: "nats", RabbitMQ: rabbitmq.Config{URL: "http://x"}}},
 		{name: "dedup in redis", cfg: eventbus.Config{Dedup: eventbus.Dedup{Store: "redis"}}},
 		{name: "unknown dedup store", cfg: eventbus.Config{Dedup: eventbus.Dedup{Store: "etcd"}}, want: []string{`events.dedup.store: "etcd" is not memory or redis`}},
 		{
@@ -143,6 +157,11 @@ func TestLoad(t *testing.T) {
 		e.NATS.PublishWindow != natsjs.DefaultPublishWindow || e.Dedup.Window != 10*time.Minute {
 		t.Errorf("defaults not applied: %+v", e)
 	}
+	if r := e.RabbitMQ; r.URL != rabbitmq.DefaultURL || r.Exchange != rabbitmq.DefaultExchange || r.PublishWindow != rabbitmq.DefaultPublishWindow ||
+		r.ConnectTimeout != rabbitmq.DefaultConnectTimeout || r.Heartbeat != rabbitmq.DefaultHeartbeat ||
+		r.ReconnectMin != rabbitmq.DefaultReconnectMin || r.ReconnectMax != rabbitmq.DefaultReconnectMax {
+		t.Errorf("rabbitmq defaults not applied: %+v", r)
+	}
 	o := e.Outbox
 	if o.Enabled || o.Schema != pgoutbox.DefaultSchema || o.Table != pgoutbox.DefaultTable || o.MaxConns != pgoutbox.DefaultMaxConns ||
 		o.Relay.BatchSize != pgoutbox.DefaultBatchSize || o.Relay.Retention != pgoutbox.DefaultRetention ||
@@ -239,6 +258,43 @@ func TestOpenNATS(t *testing.T) {
 	defer bus.Close(ctx)
 	if s := bus.Capabilities().System; s != "nats" {
 		t.Errorf("System = %q, want nats", s)
+	}
+	roundTrip(t, bus)
+}
+
+func TestOpenRabbitMQ(t *testing.T) {
+	testenv.RabbitMQConn(t)
+	url := testenv.RabbitMQ.URL(t)
+	exchange := "loam.test." + strings.ToLower(rand.Text()[:10])
+	t.Cleanup(func() {
+		conn, err := amqp.Dial(url)
+		if err != nil {
+			t.Errorf("cleanup: %v", err)
+			return
+		}
+		defer conn.Close()
+		ch, err := conn.Channel()
+		if err == nil {
+			_, err = ch.QueueDelete("eventbus.test.testopenrabbitmq@test", false, false, false)
+		}
+		if err == nil {
+			_, err = ch.QueueDelete("eventbus.test.testopenrabbitmq.dlq", false, false, false)
+		}
+		if err == nil {
+			err = ch.ExchangeDelete(exchange, false, false)
+		}
+		if err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	ctx := context.Background()
+	bus, err := eventbus.Open(ctx, eventbus.Config{Driver: "rabbitmq", Source: "//eventbus", RabbitMQ: rabbitmq.Config{URL: url, Exchange: exchange}})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer bus.Close(ctx)
+	if s := bus.Capabilities().System; s != "rabbitmq" {
+		t.Errorf("System = %q, want rabbitmq", s)
 	}
 	roundTrip(t, bus)
 }
@@ -388,6 +444,14 @@ func TestOpenErrors(t *testing.T) {
 	_, err = eventbus.Open(ctx, eventbus.Config{Driver: "nats", NATS: natsjs.Config{URL: "nats://" + addr, ConnectTimeout: time.Second}})
 	if err == nil || !strings.Contains(err.Error(), "events.nats") {
 		t.Errorf("Open with no server = %v, want an error naming events.nats", err)
+	}
+	_, err = eventbus.Open(ctx, eventbus.Config{Driver: "rabbitmq", RabbitMQ: rabbitmq.Config{URL: "amqp://" + addr + "/", ConnectTimeout: time.Second}})
+	if err == nil || !strings.Contains(err.Error(), "events.rabbitmq") || !strings.Contains(err.Error(), "connecting to amqp://"+addr) {
+		t.Errorf("Open with no RabbitMQ = %v, want an error naming events.rabbitmq and the broker", err)
+	}
+	_, err = eventbus.Open(ctx, eventbus.Config{Driver: "rabbitmq", RabbitMQ: rabbitmq.Config{Prefetch: -1}})
+	if err == nil || !strings.Contains(err.Error(), "events.rabbitmq.prefetch") {
+		t.Errorf("Open with a negative prefetch = %v, want an error naming events.rabbitmq.prefetch", err)
 	}
 	_, err = eventbus.Open(ctx, eventbus.Config{Outbox: pgoutbox.Config{Enabled: true, URL: "postgres://x@" + addr + "/x?connect_timeout=1"}})
 	if err == nil || !strings.Contains(err.Error(), "events.outbox") {
