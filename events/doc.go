@@ -26,7 +26,7 @@
 //
 // Drivers live in sub-packages: memory (in process, for tests and local
 // runs), natsjs (NATS JetStream, with an embedded server for local runs),
-// and pgoutbox (a Postgres transactional outbox in front of another
+// rabbitmq (RabbitMQ quorum queues through amqp091-go), and pgoutbox (a Postgres transactional outbox in front of another
 // driver: an event commits with the application's transaction, and a relay
 // sends it on). Package eventbus opens a Bus from the `events` configuration
 // section. Package driver says what a backend implements, and drivertest

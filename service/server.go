@@ -432,7 +432,7 @@ func (s *Server) openBus(ctx context.Context, source string) (*events.Bus, error
 }
 
 // Bus returns the events Bus that the `events` section describes, in
-// memory or on NATS JetStream, for events.NewTopic. The server closes it,
+// memory, on NATS JetStream or on RabbitMQ, for events.NewTopic. The server closes it,
 // draining its subscriptions, once calls in flight have ended.
 func (s *Server) Bus() *events.Bus { return s.bus }
 
