@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/loamhq/loam/events"
+	"github.com/loamhq/loam/events/driver"
 	"github.com/loamhq/loam/events/natsjs"
 	"github.com/loamhq/loam/internal/testenv"
 	testingv1 "github.com/loamhq/loam/proto/loam/testing/v1"
@@ -107,7 +108,7 @@ type flow struct {
 
 // newFlow opens a Bus on broker, a topic named name and a subscription to
 // it, which the test closes.
-func newFlow(t *testing.T, broker *natsjs.Broker, name string) *flow {
+func newFlow(t *testing.T, broker driver.Broker, name string) *flow {
 	t.Helper()
 	ctx := ctxT(t)
 	bus, err := events.NewBus(broker, events.WithSource("//reliability"), events.WithPublishTimeout(20*time.Second),
