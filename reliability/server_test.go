@@ -118,6 +118,7 @@ func TestFaultInjection(t *testing.T) {
 	percent := func(p float64) *float64 { return &p }
 	tests := []struct {
 		name     string
+		want     string            // what callers should see, for the report
 		rule     service.FaultRule // Method is filled in
 		header   metadata.MD       // sent with every call
 		deadline time.Duration
@@ -129,6 +130,7 @@ func TestFaultInjection(t *testing.T) {
 		minOK float64
 	}{{
 		name:     "delay 300ms past a 100ms deadline",
+		want:     "every call DEADLINE_EXCEEDED by its deadline, none retried",
 		rule:     service.FaultRule{Delay: 300 * time.Millisecond},
 		deadline: 100 * time.Millisecond,
 		check: func(err error, took time.Duration, n int) error {
@@ -142,6 +144,7 @@ func TestFaultInjection(t *testing.T) {
 		},
 	}, {
 		name:     "delay 50ms within a 1s deadline",
+		want:     "every call OK after 50ms or more",
 		rule:     service.FaultRule{Delay: 50 * time.Millisecond},
 		deadline: time.Second,
 		check: func(err error, took time.Duration, n int) error {
@@ -153,6 +156,7 @@ func TestFaultInjection(t *testing.T) {
 		minOK: 1,
 	}, {
 		name:     "abort UNAVAILABLE always, retried",
+		want:     "every call UNAVAILABLE after 3 attempts",
 		rule:     service.FaultRule{Abort: "UNAVAILABLE"},
 		deadline: 5 * time.Second,
 		retry:    true,
@@ -164,6 +168,7 @@ func TestFaultInjection(t *testing.T) {
 		},
 	}, {
 		name:     "abort UNAVAILABLE 30%, retried",
+		want:     "OK within 3 attempts, or UNAVAILABLE after 3 (0.3³ ≈ 2.7%)",
 		rule:     service.FaultRule{Abort: "UNAVAILABLE", Percent: percent(30)},
 		deadline: 5 * time.Second,
 		retry:    true,
@@ -179,6 +184,7 @@ func TestFaultInjection(t *testing.T) {
 		minOK: 0.9, // 0.3³ = 2.7% expected to fail
 	}, {
 		name:     "abort UNAVAILABLE 30%, method not retried",
+		want:     "one attempt each, about 30% UNAVAILABLE",
 		rule:     service.FaultRule{Abort: "UNAVAILABLE", Percent: percent(30)},
 		deadline: 5 * time.Second,
 		check: func(err error, took time.Duration, n int) error {
@@ -190,6 +196,7 @@ func TestFaultInjection(t *testing.T) {
 		minOK: 0.5,
 	}, {
 		name:     "abort INTERNAL, not retryable",
+		want:     "every call INTERNAL after one attempt",
 		rule:     service.FaultRule{Abort: "INTERNAL"},
 		deadline: 5 * time.Second,
 		retry:    true,
@@ -201,6 +208,7 @@ func TestFaultInjection(t *testing.T) {
 		},
 	}, {
 		name:     "header asks for a 2s delay past a 100ms deadline",
+		want:     "every call DEADLINE_EXCEEDED by its deadline",
 		header:   metadata.Pairs(service.FaultDelayHeader, "2s"),
 		deadline: 100 * time.Millisecond,
 		check: func(err error, took time.Duration, n int) error {
@@ -211,6 +219,7 @@ func TestFaultInjection(t *testing.T) {
 		},
 	}, {
 		name:     "header asks for UNAVAILABLE, retried",
+		want:     "every call UNAVAILABLE after 3 attempts",
 		header:   metadata.Pairs(service.FaultAbortHeader, "UNAVAILABLE"),
 		deadline: 5 * time.Second,
 		retry:    true,
@@ -277,7 +286,7 @@ func TestFaultInjection(t *testing.T) {
 				})
 			}
 			wg.Wait()
-			report(t, row{scenario: "faults", fault: tt.name, load: fmt.Sprintf("8 callers; %d retries; slowest %v", retries.Load(), time.Duration(maxTook.Load()).Round(time.Millisecond)),
+			report(t, row{scenario: "faults", fault: tt.name, load: fmt.Sprintf("8 callers; want %s; saw %d retries, slowest call %v", tt.want, retries.Load(), time.Duration(maxTook.Load()).Round(time.Millisecond)),
 				requests: calls, errors: failed.Load(), lost: -1, dups: -1, recoveryNote: "n/a"})
 			if wrong.Load() != 0 {
 				t.Errorf("%d of %d calls broke the expectation; first: %v", wrong.Load(), calls, first.get())
