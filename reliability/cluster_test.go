@@ -217,8 +217,8 @@ func TestNATSClusterNodeKilled(t *testing.T) {
 		newLeader = info.Cluster.Leader
 	}
 	report(t, row{scenario: "cluster", fault: fmt.Sprintf("stream leader %s killed (SIGKILL) at event ~3 300; client connected to it: %v", leader, clientWasOnVictim),
-		load: fmt.Sprintf("3 nodes, stream R3; 4 publishers, 1 subscription (32 at once); %d publish calls; new leader %s",
-			f.attempts.Load(), newLeader),
+		load: fmt.Sprintf("3 nodes, stream R3; 4 publishers, 1 subscription (32 at once); %d publish calls; new leader %s; %s",
+			f.attempts.Load(), newLeader, f.deliveries()),
 		requests: n, errors: f.pubErrs.Load(), lost: lost, dups: dups,
 		recoveryNote: recovery(f.fx.longestPause(), toAll, "kill")})
 	if !all || lost != 0 {

@@ -16,6 +16,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/loamhq/loam/events"
 	"github.com/loamhq/loam/events/driver"
@@ -110,6 +112,32 @@ type flow struct {
 	ids      []string // published: Publish returned nil
 	pubErrs  atomic.Int64
 	attempts atomic.Int64
+	metrics  *sdkmetric.ManualReader
+}
+
+// counter returns the sum of the Bus's counter name over its attributes.
+func (f *flow) counter(name string) int64 {
+	var rm metricdata.ResourceMetrics
+	if err := f.metrics.Collect(context.Background(), &rm); err != nil {
+		f.t.Fatal(err)
+	}
+	var n int64
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if sum, ok := m.Data.(metricdata.Sum[int64]); ok && m.Name == name {
+				for _, dp := range sum.DataPoints {
+					n += dp.Value
+				}
+			}
+		}
+	}
+	return n
+}
+
+// deliveries says how many deliveries the subscription received and how
+// many of them deduplication skipped, for a report.
+func (f *flow) deliveries() string {
+	return fmt.Sprintf("%d deliveries, %d skipped by dedup", f.counter("messaging.client.consumed.messages"), f.counter("loam.events.duplicates"))
 }
 
 // newFlow opens a Bus on broker, a topic named name and a subscription to
@@ -117,7 +145,9 @@ type flow struct {
 func newFlow(t *testing.T, broker driver.Broker, name string) *flow {
 	t.Helper()
 	ctx := ctxT(t)
+	reader := sdkmetric.NewManualReader()
 	bus, err := events.NewBus(broker, events.WithSource("//reliability"), events.WithPublishTimeout(20*time.Second),
+		events.WithMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))),
 		events.WithLogger(slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelError}))))
 	if err != nil {
 		t.Fatal(err)
@@ -127,7 +157,7 @@ func newFlow(t *testing.T, broker driver.Broker, name string) *flow {
 		defer cancel()
 		bus.Close(cctx)
 	})
-	f := &flow{t: t, fx: newEffects()}
+	f := &flow{t: t, fx: newEffects(), metrics: reader}
 	if f.topic, err = events.NewTopic[*testingv1.Ping](ctx, bus, events.WithTopicName(name)); err != nil {
 		t.Fatal(err)
 	}
@@ -261,8 +291,8 @@ func TestNATSReset(t *testing.T) {
 	lost, dups := f.fx.tally(ids)
 	lost += int64(n - len(ids))
 	report(t, row{scenario: "nats", fault: "connection reset (TCP RST) at event ~3 300, every reconnection reset for 1s",
-		load: fmt.Sprintf("4 publishers, 1 subscription (32 at once); %d publish calls; %d reconnections",
-			f.attempts.Load(), broker.Conn().Stats().Reconnects),
+		load: fmt.Sprintf("4 publishers, 1 subscription (32 at once); %d publish calls; %d reconnections; %s",
+			f.attempts.Load(), broker.Conn().Stats().Reconnects, f.deliveries()),
 		requests: n, errors: f.pubErrs.Load(), lost: lost, dups: dups, recoveryNote: recovery(f.fx.longestPause(), toAll, "restore")})
 	if !all || lost != 0 {
 		t.Errorf("%d of %d events were lost", lost, n)

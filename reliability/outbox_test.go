@@ -141,8 +141,8 @@ func TestOutboxBrokerDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	report(t, row{scenario: "outbox", fault: "NATS cut off from the relay for 2s",
-		load: fmt.Sprintf("4 writers, %d transactions (%d committed, %d rolled back; %d written by the cut's end, %d events handled at the cut); %d events of rolled-back transactions delivered",
-			txs, len(committed), len(rolledBack), duringCut, cutAt, phantoms),
+		load: fmt.Sprintf("4 writers, %d transactions (%d committed, %d rolled back; %d written by the cut's end, %d events handled at the cut); %d events of rolled-back transactions delivered; %s",
+			txs, len(committed), len(rolledBack), duringCut, cutAt, phantoms, f.deliveries()),
 		requests: int64(len(committed)), errors: txErrs.Load(), lost: lost, dups: dups, recoveryNote: recovery(f.fx.longestPause(), toAll, "restore")})
 	if rows != len(committed) {
 		t.Errorf("%d orders in the table, want the %d committed", rows, len(committed))
