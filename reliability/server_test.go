@@ -325,25 +325,7 @@ func startDrainServer(t *testing.T, drainDelay time.Duration) *drainServer {
 		t.Fatalf("service.New: %v", err)
 	}
 	d := &drainServer{srv: srv, done: make(chan error, 1), started: map[string]bool{}}
-	(&stubserver.Stub{Unary: func(ctx context.Context, in *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
-		d.mu.Lock()
-		d.started[in.GetValue()] = true
-		d.mu.Unlock()
-		d.active.Add(1)
-		defer d.active.Add(-1)
-		pause := time.Duration(1+rand.IntN(20)) * time.Millisecond
-		if strings.HasPrefix(in.GetValue(), "slow") {
-			d.slow.Add(1)
-			defer d.slow.Add(-1)
-			pause = 400 * time.Millisecond
-		}
-		select {
-		case <-time.After(pause):
-			return in, nil
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}}).Register(srv)
+	(&stubserver.Stub{Unary: d.handle}).Register(srv)
 	if err := srv.Listen(); err != nil {
 		t.Fatal(err)
 	}
@@ -358,6 +340,27 @@ func startDrainServer(t *testing.T, drainDelay time.Duration) *drainServer {
 	}
 	t.Cleanup(func() { d.conn.Close() })
 	return d
+}
+
+// handle answers after 1-20ms, or after 400ms for a request "slow...".
+func (d *drainServer) handle(ctx context.Context, in *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+	d.mu.Lock()
+	d.started[in.GetValue()] = true
+	d.mu.Unlock()
+	d.active.Add(1)
+	defer d.active.Add(-1)
+	pause := time.Duration(1+rand.IntN(20)) * time.Millisecond
+	if strings.HasPrefix(in.GetValue(), "slow") {
+		d.slow.Add(1)
+		defer d.slow.Add(-1)
+		pause = 400 * time.Millisecond
+	}
+	select {
+	case <-time.After(pause):
+		return in, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 func (d *drainServer) began(v string) bool {
