@@ -25,7 +25,8 @@
 //     committed event is delivered after recovery).
 //   - The identity provider's JWKS endpoint down and slow (known keys keep
 //     verifying, unknown ones fail fast, no call outlives its deadline).
-//   - Shutdown during sustained load (no call in flight fails).
+//   - SIGTERM to a server process, and Shutdown of one in the test,
+//     during sustained load (no call in flight fails).
 //   - A handler that panics on every tenth call (the server stays up).
 //   - Delays and aborts from the fault injection interceptor (client
 //     deadlines and the retry policy of the service config).

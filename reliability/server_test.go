@@ -452,7 +452,7 @@ func TestShutdownUnderLoad(t *testing.T) {
 			if tt.followsHealth {
 				errs += refused.Load()
 			}
-			report(t, row{scenario: "shutdown", fault: "Shutdown (as on SIGTERM), " + tt.name,
+			report(t, row{scenario: "shutdown", fault: "Server.Shutdown in process, " + tt.name,
 				load:     fmt.Sprintf("16 callers for 1s, 1 call in 50 takes 400ms; %d in flight at shutdown; %d refused once the listener closed", inFlight, refused.Load()),
 				requests: sent.Load(), errors: errs, lost: failedInFlight.Load(), dups: -1,
 				recoveryNote: fmt.Sprintf("drained in %v", drained.Round(time.Millisecond))})
