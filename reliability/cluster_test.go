@@ -199,12 +199,56 @@ func TestNATSClusterNodeKilled(t *testing.T) {
 		t.Fatalf("the stream's leader %q is none of the nodes", leader)
 	}
 	clientWasOnVictim := broker.Conn().ConnectedServerName() == victim.name
+	var consumerName string
+	for nm := range stream.ConsumerNames(ctx).Name() {
+		consumerName = nm
+	}
+	consumerLeader := func(ctx context.Context) (string, error) {
+		c, err := stream.Consumer(ctx, consumerName)
+		if err != nil {
+			return "", err
+		}
+		info, err := c.Info(ctx)
+		if err != nil || info.Cluster == nil {
+			return "", err
+		}
+		return info.Cluster.Leader, nil
+	}
+	consumerWas, err := consumerLeader(ctx)
+	if err != nil {
+		t.Fatalf("the consumer of %s: %v", name, err)
+	}
 	f.fx.faultAt()
 	killed := time.Now()
 	if err := victim.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	victim.cmd.Wait()
+	// How long JetStream takes to elect new leaders for the stream and
+	// the subscription's consumer, as the admin connection sees it.
+	elected := func(leader func(context.Context) (string, error)) time.Duration {
+		eventually(wait, func() bool {
+			ictx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+			defer cancel()
+			l, err := leader(ictx)
+			return err == nil && l != "" && l != victim.name
+		})
+		return time.Since(killed)
+	}
+	streamElected := make(chan time.Duration, 1)
+	go func() {
+		streamElected <- elected(func(ctx context.Context) (string, error) {
+			info, err := stream.Info(ctx)
+			if err != nil || info.Cluster == nil {
+				return "", err
+			}
+			return info.Cluster.Leader, nil
+		})
+	}()
+	consumerNote := fmt.Sprintf("the consumer's leader %s stayed", consumerWas)
+	if consumerWas == victim.name {
+		consumerNote = fmt.Sprintf("the consumer's elected %v after", elected(consumerLeader).Round(time.Millisecond))
+	}
 	<-published
 	ids := f.published()
 	all := eventually(wait, func() bool { return f.fx.has(ids) })
@@ -217,8 +261,8 @@ func TestNATSClusterNodeKilled(t *testing.T) {
 		newLeader = info.Cluster.Leader
 	}
 	report(t, row{scenario: "cluster", fault: fmt.Sprintf("stream leader %s killed (SIGKILL) at event ~3 300; client connected to it: %v", leader, clientWasOnVictim),
-		load: fmt.Sprintf("3 nodes, stream R3; 4 publishers, 1 subscription (32 at once); %d publish calls; new leader %s; %s",
-			f.attempts.Load(), newLeader, f.deliveries()),
+		load: fmt.Sprintf("3 nodes, stream R3; 4 publishers, 1 subscription (32 at once); %d publish calls; new leader %s, elected %v after the kill (%s); %s",
+			f.attempts.Load(), newLeader, (<-streamElected).Round(time.Millisecond), consumerNote, f.deliveries()),
 		requests: n, errors: f.pubErrs.Load(), lost: lost, dups: dups,
 		recoveryNote: recovery(f.fx.longestPause(), toAll, "kill")})
 	if !all || lost != 0 {
