@@ -44,6 +44,7 @@ var Floors = map[string]int{
 	"cmd/loam":            4,
 	"loamtest":            4,
 	"examples":            5,
+	"reliability":         5,
 }
 
 // Allowed lists the sideways arrows between components on the same floor
