@@ -97,11 +97,14 @@
 // cache.redis.failure_threshold (5) failures in a row a circuit breaker
 // opens: calls skip Redis at once, reads fall back to the process and the
 // loader, and writes stay in the process. A probe pings Redis every
-// cache.redis.retry_interval (1s) and closes the breaker when it answers.
+// cache.redis.retry_interval (1s) and closes the breaker when it answers
+// within cache.redis.timeout: a Redis slower than that is as unusable as
+// one that is down, so the breaker stays open while it is slow instead of
+// closing on each probe and making the next callers wait out the timeout.
 // No request fails because Redis is down. A Store opened while Redis is
 // down opens all the same and connects in the background.
 //
-// Store.Check is the readiness check: nil when Redis answers, an
+// Store.Check is the readiness check: nil when Redis answers in time, an
 // *OutageError while it does not. cache.redis.outage says what the outage
 // means: degraded (the default: Degraded reports true, and the service
 // stays ready) or not_ready.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -455,5 +456,71 @@ func TestOpenErrors(t *testing.T) {
 	}
 	if _, err := cache.Open(ctx, cache.Config{Redis: cache.RedisConfig{Addresses: []string{"127.0.0.1:6379"}}}); !errors.Is(err, cache.ErrInvalidConfig) {
 		t.Errorf("Open with Redis and no namespace = %v, want ErrInvalidConfig", err)
+	}
+}
+
+// countingHandler counts the log records with a given message.
+type countingHandler struct {
+	slog.Handler
+	msg string
+	n   *atomic.Int64
+}
+
+func (h countingHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == h.msg {
+		h.n.Add(1)
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h countingHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return countingHandler{h.Handler.WithAttrs(as), h.msg, h.n}
+}
+
+func (h countingHandler) WithGroup(name string) slog.Handler {
+	return countingHandler{h.Handler.WithGroup(name), h.msg, h.n}
+}
+
+// TestSlowRedisStaysDown: a Redis that answers, but later than the call
+// timeout, is as unusable to callers as one that does not answer. The
+// breaker stays open while it is slow, rather than closing on every probe
+// and making the next callers wait out the timeout to open it again.
+func TestSlowRedisStaysDown(t *testing.T) {
+	ctx := t.Context()
+	proxy := testenv.NewProxy(t, testenv.Redis.HostPort(t))
+	cfg := redisConfig(t, namespace(t), proxy.Addr()) // timeout 200ms, probe every 100ms
+	var recovered atomic.Int64
+	log := slog.New(countingHandler{testLogger(t).Handler(), "cache: redis available again", &recovered})
+	s, err := cache.Open(ctx, cfg, cache.WithLogger(log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	cleanNamespace(t, cfg.Namespace)
+	c := mustNew[string, string](t, s, "slow")
+	loader := newCountingLoader()
+
+	proxy.Latency(500 * time.Millisecond)
+	warm := 0
+	if !eventually(t, 10*time.Second, func() bool {
+		warm++
+		c.GetOrLoad(ctx, fmt.Sprint("warm", warm), loader.load)
+		return !cache.Available(s)
+	}) {
+		t.Fatal("the breaker never opened with Redis 500ms late and a 200ms timeout")
+	}
+	before := recovered.Load()
+	for i := range 40 { // 2s: about 20 probes
+		if _, err := c.GetOrLoad(ctx, fmt.Sprint("k", i), loader.load); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := recovered.Load() - before; n != 0 {
+		t.Errorf("the breaker closed %d times while Redis stayed 500ms late; want 0: a probe must meet the call timeout", n)
+	}
+	proxy.Restore()
+	if !eventually(t, 5*time.Second, func() bool { return s.Check(ctx) == nil }) {
+		t.Fatalf("Check() after Redis was fast again = %v", s.Check(ctx))
 	}
 }

@@ -313,8 +313,8 @@ func (t *Tier) Available() bool {
 	return !t.closed.Load() && !t.open.Load() && t.client.Load() != nil
 }
 
-// Check returns nil when Redis answers a PING, else an error wrapping
-// ErrUnavailable and the cause.
+// Check returns nil when Redis answers a PING within the call timeout,
+// else an error wrapping ErrUnavailable and the cause.
 func (t *Tier) Check(ctx context.Context) error {
 	c, err := t.acquire()
 	if err != nil {
@@ -326,11 +326,13 @@ func (t *Tier) Check(ctx context.Context) error {
 		}
 		return err
 	}
-	octx, cancel := context.WithTimeout(ctx, t.probeTimeout())
+	octx, cancel := context.WithTimeout(ctx, t.o.Timeout)
 	defer cancel()
 	return t.result(ctx, c.Do(octx, c.B().Ping().Build()).Error())
 }
 
+// probeTimeout bounds the probe's replay of lost writes, which may take
+// many calls.
 func (t *Tier) probeTimeout() time.Duration { return max(t.o.Timeout, time.Second) }
 
 // run probes Redis while the tier is unavailable, has writes to replay or
@@ -367,7 +369,11 @@ func (t *Tier) probe() {
 		return
 	}
 	c := *p
-	ctx, cancel := context.WithTimeout(context.Background(), t.probeTimeout())
+	// A PING must meet the call timeout: a Redis that answers later than
+	// that is as unusable to callers as one that does not answer, and
+	// closing the breaker on it would make the next callers wait out the
+	// timeout to open it again.
+	ctx, cancel := context.WithTimeout(context.Background(), t.o.Timeout)
 	defer cancel()
 	if err := c.Do(ctx, c.B().Ping().Build()).Error(); err != nil {
 		t.markDown(err)
