@@ -20,7 +20,8 @@
 //   - Redis cut off, then slowed, then back, under RPCs that read through
 //     the cache (the cache package's breaker and fallback to the loader).
 //   - The NATS connection reset while 10 000 events flow (JetStream
-//     redelivery and the subscription's dedup).
+//     redelivery and the subscription's dedup), and the same for RabbitMQ
+//     (a quorum queue, the driver's reconnection and republished confirms).
 //   - The broker down while the Postgres outbox commits events (every
 //     committed event is delivered after recovery).
 //   - The identity provider's JWKS endpoint down and slow (known keys keep
