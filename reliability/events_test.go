@@ -211,6 +211,49 @@ func (f *flow) published() []string {
 	return append([]string(nil), f.ids...)
 }
 
+// resetMidStream publishes n events through f and, when a third have been
+// handled, resets every connection through proxy (TCP RST), and every new
+// one, for a second. It reports the scenario's row and fails the test on
+// any event lost or handled twice. reconnects counts the driver's
+// reconnections; queue says where the subscription reads, for the row.
+func (f *flow) resetMidStream(ctx context.Context, proxy *testenv.Proxy, n int, scenario, queue string, reconnects func() int64) {
+	t := f.t
+	t.Helper()
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		f.publish(ctx, n, "reset")
+	}()
+	if !eventually(wait, func() bool { return f.fx.total.Load() >= int64(n/3) }) {
+		t.Fatalf("only %d events handled before the fault", f.fx.total.Load())
+	}
+	f.fx.faultAt()
+	proxy.ResetPeer(0)
+	time.Sleep(time.Second)
+	proxy.Restore()
+	restored := time.Now()
+	<-published
+	ids := f.published()
+	all := eventually(wait, func() bool { return f.fx.has(ids) })
+	toAll := time.Since(restored)
+	time.Sleep(500 * time.Millisecond) // late redeliveries would show as duplicates
+	lost, dups := f.fx.tally(ids)
+	lost += int64(n - len(ids))
+	report(t, row{scenario: scenario, fault: "connection reset (TCP RST) at event ~3 300, every reconnection reset for 1s",
+		load: fmt.Sprintf("4 publishers, 1 subscription (32 at once)%s; %d publish calls; %d reconnections; %s",
+			queue, f.attempts.Load(), reconnects(), f.deliveries()),
+		requests: int64(n), errors: f.pubErrs.Load(), lost: lost, dups: dups, recoveryNote: recovery(f.fx.longestPause(), toAll, "restore")})
+	if !all || lost != 0 {
+		t.Errorf("%d of %d events were lost", lost, n)
+	}
+	if dups != 0 {
+		t.Errorf("%d duplicate effects reached the handler, want 0 with dedup on", dups)
+	}
+	if reconnects() == 0 {
+		t.Error("the driver never reconnected: the fault did not happen")
+	}
+}
+
 // topicName returns a topic name no other run uses, and deletes the
 // streams of it and of its dead-letter topic through nc when the test
 // ends.
@@ -269,38 +312,5 @@ func TestNATSReset(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := newFlow(t, broker, name)
-
-	published := make(chan struct{})
-	go func() {
-		defer close(published)
-		f.publish(ctx, n, "reset")
-	}()
-	if !eventually(wait, func() bool { return f.fx.total.Load() >= n/3 }) {
-		t.Fatalf("only %d events handled before the fault", f.fx.total.Load())
-	}
-	f.fx.faultAt()
-	proxy.ResetPeer(0)
-	time.Sleep(time.Second)
-	proxy.Restore()
-	restored := time.Now()
-	<-published
-	ids := f.published()
-	all := eventually(wait, func() bool { return f.fx.has(ids) })
-	toAll := time.Since(restored)
-	time.Sleep(500 * time.Millisecond) // late redeliveries would show as duplicates
-	lost, dups := f.fx.tally(ids)
-	lost += int64(n - len(ids))
-	report(t, row{scenario: "nats", fault: "connection reset (TCP RST) at event ~3 300, every reconnection reset for 1s",
-		load: fmt.Sprintf("4 publishers, 1 subscription (32 at once); %d publish calls; %d reconnections; %s",
-			f.attempts.Load(), broker.Conn().Stats().Reconnects, f.deliveries()),
-		requests: n, errors: f.pubErrs.Load(), lost: lost, dups: dups, recoveryNote: recovery(f.fx.longestPause(), toAll, "restore")})
-	if !all || lost != 0 {
-		t.Errorf("%d of %d events were lost", lost, n)
-	}
-	if dups != 0 {
-		t.Errorf("%d duplicate effects reached the handler, want 0 with dedup on", dups)
-	}
-	if broker.Conn().Stats().Reconnects == 0 {
-		t.Error("the connection was never reset: the fault did not happen")
-	}
+	f.resetMidStream(ctx, proxy, n, "nats", "", func() int64 { return int64(broker.Conn().Stats().Reconnects) })
 }

@@ -4,7 +4,6 @@ package reliability_test
 
 import (
 	"crypto/rand"
-	"fmt"
 	"log/slog"
 	"net/url"
 	"strings"
@@ -78,38 +77,5 @@ func TestRabbitMQReset(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := newFlow(t, broker, name)
-
-	published := make(chan struct{})
-	go func() {
-		defer close(published)
-		f.publish(ctx, n, "reset")
-	}()
-	if !eventually(wait, func() bool { return f.fx.total.Load() >= n/3 }) {
-		t.Fatalf("only %d events handled before the fault", f.fx.total.Load())
-	}
-	f.fx.faultAt()
-	proxy.ResetPeer(0)
-	time.Sleep(time.Second)
-	proxy.Restore()
-	restored := time.Now()
-	<-published
-	ids := f.published()
-	all := eventually(wait, func() bool { return f.fx.has(ids) })
-	toAll := time.Since(restored)
-	time.Sleep(500 * time.Millisecond) // late redeliveries would show as duplicates
-	lost, dups := f.fx.tally(ids)
-	lost += int64(n - len(ids))
-	report(t, row{scenario: "rabbitmq", fault: "connection reset (TCP RST) at event ~3 300, every reconnection reset for 1s",
-		load: fmt.Sprintf("4 publishers, 1 subscription (32 at once) on a quorum queue; %d publish calls; %d reconnections; %s",
-			f.attempts.Load(), logs.reconnects.Load(), f.deliveries()),
-		requests: n, errors: f.pubErrs.Load(), lost: lost, dups: dups, recoveryNote: recovery(f.fx.longestPause(), toAll, "restore")})
-	if !all || lost != 0 {
-		t.Errorf("%d of %d events were lost", lost, n)
-	}
-	if dups != 0 {
-		t.Errorf("%d duplicate effects reached the handler, want 0 with dedup on", dups)
-	}
-	if logs.reconnects.Load() == 0 {
-		t.Error("the driver never reconnected: the fault did not happen")
-	}
+	f.resetMidStream(ctx, proxy, n, "rabbitmq", " on a quorum queue", logs.reconnects.Load)
 }
