@@ -14,6 +14,8 @@
 //	                  Markdown and JSON
 //	loam doctor [--proto DIR] [--config DIR] [--grace D] [--min-score N] [--json] [dir]
 //	                  score a service's production readiness
+//	loam new service [--module PATH] [--loam DIR] [--generate] NAME [DIR]
+//	                  write a new service built on Loam, in a module of its own
 //	loam version   print the version of Loam this binary was built from
 //	loam help      print this help
 //
@@ -45,6 +47,10 @@ Usage:
   loam doctor [--min-score N] [--json] [DIR]
                  score a service's production readiness from its contracts
                  and production configuration ("loam doctor -h")
+  loam new service NAME [DIR]
+                 write a new service built on Loam: contract, buf config,
+                 server, configuration per environment, test, CI script
+                 ("loam new help")
   loam version   print the version of Loam this binary was built from
   loam help      print this help
 `
@@ -75,6 +81,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runCatalog(args[1:], stdout, stderr)
 	case "doctor":
 		return runDoctor(args[1:], stdout, stderr)
+	case "new":
+		return runNew(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "loam", version())
 		return 0
