@@ -2,10 +2,13 @@ package captures
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/loamhq/loam/authn"
 	"github.com/loamhq/loam/authz"
+	"github.com/loamhq/loam/cache"
+	"github.com/loamhq/loam/events"
 	capturesv1 "github.com/loamhq/loam/examples/proto/captures/v1"
 	"github.com/loamhq/loam/service"
 )
@@ -35,7 +38,15 @@ func NewServer(ctx context.Context, cfg Config, opts ...service.Option) (*servic
 	if err != nil {
 		return nil, err
 	}
-	capturesv1.RegisterCaptureServiceServer(srv, New(NewMemoryStore()))
+	created, err := events.NewTopic[*capturesv1.CaptureCreated](ctx, srv.Bus())
+	if err != nil {
+		return nil, fmt.Errorf("captures: CaptureCreated topic: %w", err)
+	}
+	byID, err := cache.New[string, *capturesv1.Capture](srv.Cache(), "captures.by_id")
+	if err != nil {
+		return nil, fmt.Errorf("captures: capture cache: %w", err)
+	}
+	capturesv1.RegisterCaptureServiceServer(srv, New(NewMemoryStore(), WithPublisher(created), WithCache(byID)))
 	return srv, nil
 }
 
