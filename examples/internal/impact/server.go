@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/loamhq/loam/authn"
 	"github.com/loamhq/loam/authz"
 	"github.com/loamhq/loam/cache"
+	"github.com/loamhq/loam/events"
 	impactv1 "github.com/loamhq/loam/examples/proto/impact/v1"
 	"github.com/loamhq/loam/service"
 )
@@ -48,15 +51,22 @@ func NewServer(ctx context.Context, cfg Config, opts ...service.Option) (*servic
 // Register registers the impact service on srv, caching through
 // srv.Cache() and subscribed to CaptureCreated on srv.Bus().
 func Register(ctx context.Context, srv *service.Server) (*Service, error) {
-	byPlanter, err := cache.New[string, *impactv1.PlanterImpact](srv.Cache(), "impact.by_planter")
+	return RegisterOn(ctx, srv, srv.Bus(), srv.Cache())
+}
+
+// RegisterOn registers the impact service on reg, caching through store
+// and subscribed to CaptureCreated on bus: for a process that runs
+// several services and gives them one bus, as the demo does.
+func RegisterOn(ctx context.Context, reg grpc.ServiceRegistrar, bus *events.Bus, store *cache.Store) (*Service, error) {
+	byPlanter, err := cache.New[string, *impactv1.PlanterImpact](store, "impact.by_planter")
 	if err != nil {
 		return nil, fmt.Errorf("impact: impact cache: %w", err)
 	}
 	svc := New(NewAggregate(), byPlanter)
-	if _, err := Subscribe(ctx, srv.Bus(), svc); err != nil {
+	if _, err := Subscribe(ctx, bus, svc); err != nil {
 		return nil, err
 	}
-	impactv1.RegisterImpactServiceServer(srv, svc)
+	impactv1.RegisterImpactServiceServer(reg, svc)
 	return svc, nil
 }
 
