@@ -38,16 +38,27 @@ func NewServer(ctx context.Context, cfg Config, opts ...service.Option) (*servic
 	if err != nil {
 		return nil, err
 	}
+	if err := Register(ctx, srv); err != nil {
+		srv.Shutdown(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	return srv, nil
+}
+
+// Register registers the captures service on srv, over a store in memory:
+// CaptureCreated is published on srv.Bus(), GetCapture is cached in
+// srv.Cache().
+func Register(ctx context.Context, srv *service.Server) error {
 	created, err := events.NewTopic[*capturesv1.CaptureCreated](ctx, srv.Bus())
 	if err != nil {
-		return nil, fmt.Errorf("captures: CaptureCreated topic: %w", err)
+		return fmt.Errorf("captures: CaptureCreated topic: %w", err)
 	}
 	byID, err := cache.New[string, *capturesv1.Capture](srv.Cache(), "captures.by_id")
 	if err != nil {
-		return nil, fmt.Errorf("captures: capture cache: %w", err)
+		return fmt.Errorf("captures: capture cache: %w", err)
 	}
 	capturesv1.RegisterCaptureServiceServer(srv, New(NewMemoryStore(), WithPublisher(created), WithCache(byID)))
-	return srv, nil
+	return nil
 }
 
 // LocalConfig is the configuration of a captures service on loopback that
