@@ -38,10 +38,11 @@ func load[T any](t *testing.T, yaml string) T {
 
 // TestEndToEndOnNATSAndRedis runs captures and impact as two servers that
 // share only NATS JetStream and Redis: a capture created on one is counted
-// by the other.
+// by the other, and reads go on when Redis is cut off.
 func TestEndToEndOnNATSAndRedis(t *testing.T) {
 	natsURL := testenv.NATS.URL(t)
-	redisAddr := testenv.Redis.HostPort(t)
+	redis := testenv.NewProxy(t, testenv.Redis.HostPort(t))
+	redisAddr := redis.Addr()
 	iss, err := loamtest.StartIssuer(captures.Audience)
 	if err != nil {
 		t.Fatal(err)
@@ -81,12 +82,13 @@ authn:
 	capClient := capturesv1.NewCaptureServiceClient(capSrv.Client(t, iss.Token(t, planter, loamtest.Roles("planter"))))
 	impClient := impactv1.NewImpactServiceClient(impSrv.Client(t, iss.Token(t, "carol", loamtest.Roles("admin"), loamtest.ForAudience(impact.Audience))))
 
-	if _, err := capClient.CreateCapture(t.Context(), &capturesv1.CreateCaptureRequest{
+	created, err := capClient.CreateCapture(t.Context(), &capturesv1.CreateCaptureRequest{
 		PlanterId: planter, Species: "Quercus robur",
 		Location:    &capturesv1.Location{Latitude: 52.37, Longitude: 4.89},
 		PhotoUrl:    "https://photos.example.org/q.jpg",
 		CaptureTime: timestamppb.New(time.Now().Add(-time.Hour)),
-	}); err != nil {
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
@@ -97,8 +99,21 @@ authn:
 			t.Fatalf("GetPlanterImpact = %v (no event within 10s?)", err)
 		}
 		if resp.GetImpact().GetCaptures() == 1 {
-			return
+			break
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+
+	// Redis cut off: both services answer from their process and their
+	// stores.
+	redis.Cut()
+	for range 3 {
+		if _, err := capClient.GetCapture(ctx, &capturesv1.GetCaptureRequest{Id: created.GetCapture().GetId()}); err != nil {
+			t.Errorf("GetCapture with Redis cut off = %v", err)
+		}
+		resp, err := impClient.GetPlanterImpact(ctx, &impactv1.GetPlanterImpactRequest{PlanterId: planter})
+		if err != nil || resp.GetImpact().GetCaptures() != 1 {
+			t.Errorf("GetPlanterImpact with Redis cut off = %v, %v; want 1 capture", resp, err)
+		}
 	}
 }
