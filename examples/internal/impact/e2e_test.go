@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -19,6 +22,7 @@ import (
 	"github.com/loamhq/loam/internal/testenv"
 	"github.com/loamhq/loam/loamtest"
 	"github.com/loamhq/loam/service"
+	"github.com/loamhq/loam/telemetry"
 )
 
 // load reads a configuration written to a directory of its own, as a
@@ -67,16 +71,24 @@ authn:
 	capCfg := load[captures.Config](t, "service:\n  name: captures\n"+fmt.Sprintf(sections, captures.Audience)+"authz:\n  handler_permissions: [captures.read_all]\n  roles:\n    planter: [captures.create, captures.read]\n")
 	impCfg := load[impact.Config](t, "service:\n  name: impact\n"+fmt.Sprintf(sections, impact.Audience)+"authz:\n  roles:\n    admin: [impact.read]\n")
 
+	// Both servers record their spans in one exporter, to follow the trace
+	// from the RPC through the event to the consumer.
+	spans := tracetest.NewInMemoryExporter()
+	tel, err := telemetry.New(t.Context(), telemetry.Config{}, telemetry.WithSpanExporter(spans), telemetry.WithLogOutput(t.Output()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tel.Shutdown(context.Background()) })
 	capSrv := loamtest.StartServer(t, capCfg.Config, func(r grpc.ServiceRegistrar) {
 		if err := captures.Register(t.Context(), r.(*service.Server)); err != nil {
 			t.Fatal(err)
 		}
-	})
+	}, service.WithTelemetry(tel))
 	impSrv := loamtest.StartServer(t, impCfg.Config, func(r grpc.ServiceRegistrar) {
 		if _, err := impact.Register(t.Context(), r.(*service.Server)); err != nil {
 			t.Fatal(err)
 		}
-	})
+	}, service.WithTelemetry(tel))
 
 	planter := "planter-" + run
 	capClient := capturesv1.NewCaptureServiceClient(capSrv.Client(t, iss.Token(t, planter, loamtest.Roles("planter"))))
@@ -102,6 +114,30 @@ authn:
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+
+	// One trace: the CreateCapture call on captures, and impact's handling
+	// of the event it published.
+	// The consumer's span ends after its handler, so wait for it. Events
+	// of earlier runs on the shared NATS may be consumed too: look for the
+	// consumer span in the RPC's trace.
+	var rpc, consumer trace.TraceID
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		for _, sp := range spans.GetSpans() {
+			switch {
+			case sp.SpanKind == trace.SpanKindServer && strings.HasSuffix(sp.Name, "CreateCapture"):
+				rpc = sp.SpanContext.TraceID()
+			case sp.SpanKind == trace.SpanKindConsumer && (!consumer.IsValid() || sp.SpanContext.TraceID() == rpc):
+				consumer = sp.SpanContext.TraceID()
+			}
+		}
+		if rpc.IsValid() && consumer == rpc {
+			break
+		}
+	}
+	t.Logf("trace of CreateCapture %s, of the consumer %s", rpc, consumer)
+	if !rpc.IsValid() || rpc != consumer {
+		t.Errorf("CreateCapture's trace %s, the consumer's trace %s: want one valid trace", rpc, consumer)
 	}
 
 	// Redis cut off: both services answer from their process and their
