@@ -17,7 +17,9 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/loamhq/loam/examples/internal/captures"
+	"github.com/loamhq/loam/examples/internal/impact"
 	capturesv1 "github.com/loamhq/loam/examples/proto/captures/v1"
+	impactv1 "github.com/loamhq/loam/examples/proto/impact/v1"
 	"github.com/loamhq/loam/loamtest"
 	"github.com/loamhq/loam/service"
 	"github.com/loamhq/loam/telemetry"
@@ -30,6 +32,9 @@ type persona struct {
 	roles   []string
 	token   string
 	conn    *grpc.ClientConn
+	// impactConn reaches the impact service, with a token for its
+	// audience.
+	impactConn *grpc.ClientConn
 }
 
 // step is one call of the scenario and the decision expected of it.
@@ -38,6 +43,8 @@ type step struct {
 	what   string
 	exempt bool // a health check: neither authorized nor traced
 	call   func(ctx context.Context, c capturesv1.CaptureServiceClient) (string, error)
+	// impact, when set, is called instead of call, on the impact service.
+	impact func(ctx context.Context, c impactv1.ImpactServiceClient) (string, error)
 	want   codes.Code
 }
 
@@ -50,10 +57,11 @@ type result struct {
 	TraceID   string
 }
 
-// env is a running demo: issuer, service, telemetry, callers.
+// env is a running demo: issuer, services, telemetry, callers.
 type env struct {
 	issuer *loamtest.Issuer
 	srv    *service.Server
+	impact *service.Server
 	spans  *tracetest.InMemoryExporter
 	tel    *telemetry.Telemetry
 	people map[string]*persona
@@ -85,6 +93,23 @@ func start(ctx context.Context, logs io.Writer) (*env, error) {
 	}
 	go func() { e.done <- e.srv.Serve(ctx) }()
 
+	// The impact service is a server of its own, on its own port, but its
+	// consumer subscribes on the captures server's in-memory bus: one
+	// process, one bus, so CaptureCreated flows from one to the other
+	// with no broker. Apart, each would name the same NATS in `events`.
+	e.impact, err = service.New(ctx, impact.LocalConfig(issuer.URL()).Config, service.WithTelemetry(e.tel), service.WithoutSignals())
+	if err == nil {
+		_, err = impact.RegisterOn(ctx, e.impact, e.srv.Bus(), e.impact.Cache())
+	}
+	if err == nil {
+		err = e.impact.Listen()
+	}
+	if err != nil {
+		e.close()
+		return nil, err
+	}
+	go func() { e.impact.Serve(ctx) }()
+
 	e.people = map[string]*persona{
 		"anonymous": {name: "anonymous"},
 		"alice":     {name: "alice (planter)", subject: "alice", roles: []string{"planter"}},
@@ -109,6 +134,23 @@ func start(ctx context.Context, logs io.Writer) (*env, error) {
 			e.close()
 			return nil, err
 		}
+		iopts := []service.DialOption{service.WithClientTelemetry(e.tel)}
+		if p.subject != "" {
+			mint := []loamtest.TokenOption{loamtest.Roles(p.roles...), loamtest.ForAudience(impact.Audience)}
+			if key == "mallory" {
+				mint = append(mint, loamtest.Expired())
+			}
+			tok, err := issuer.Mint(p.subject, mint...)
+			if err != nil {
+				e.close()
+				return nil, err
+			}
+			iopts = append(iopts, service.WithPerRPCCredentials(bearer(tok)))
+		}
+		if p.impactConn, err = service.Dial(ctx, e.impact.Addr().String(), iopts...); err != nil {
+			e.close()
+			return nil, err
+		}
 	}
 	return e, nil
 }
@@ -119,6 +161,12 @@ func (e *env) close() {
 		if p.conn != nil {
 			p.conn.Close()
 		}
+		if p.impactConn != nil {
+			p.impactConn.Close()
+		}
+	}
+	if e.impact != nil {
+		e.impact.Shutdown(context.Background())
 	}
 	e.srv.Shutdown(context.Background())
 	e.issuer.Close()
@@ -169,6 +217,25 @@ func (e *env) scenario() []step {
 			return "read " + resp.GetCapture().GetId() + " of " + resp.GetCapture().GetPlanterId(), nil
 		}
 	}
+	// planterImpact reads a planter's impact. Events are delivered
+	// asynchronously, so it reads again, for up to two seconds, until the
+	// captures created earlier in the scenario show.
+	planterImpact := func(planter string, want int64) func(context.Context, impactv1.ImpactServiceClient) (string, error) {
+		return func(ctx context.Context, c impactv1.ImpactServiceClient) (string, error) {
+			deadline := time.Now().Add(2 * time.Second)
+			for {
+				resp, err := c.GetPlanterImpact(ctx, &impactv1.GetPlanterImpactRequest{PlanterId: planter})
+				if err != nil {
+					return "", err
+				}
+				n := resp.GetImpact().GetCaptures()
+				if n >= want || time.Now().After(deadline) {
+					return fmt.Sprintf("%s: %d captures, counted from CaptureCreated", planter, n), nil
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+	}
 	return []step{
 		{who: p["anonymous"], what: "health check", exempt: true, want: codes.OK, call: func(ctx context.Context, _ capturesv1.CaptureServiceClient) (string, error) {
 			resp, err := healthpb.NewHealthClient(p["anonymous"].conn).Check(ctx, &healthpb.HealthCheckRequest{Service: "captures.v1.CaptureService"})
@@ -184,6 +251,8 @@ func (e *env) scenario() []step {
 		{who: p["carol"], what: "ListCaptures of everyone", want: codes.OK, call: list("")},
 		{who: p["carol"], what: "CreateCapture for carol", want: codes.PermissionDenied, call: create("carol", nil)},
 		{who: p["mallory"], what: "ListCaptures with an expired token", want: codes.Unauthenticated, call: list("")},
+		{who: p["carol"], what: "impact: GetPlanterImpact of alice", want: codes.OK, impact: planterImpact("alice", 1)},
+		{who: p["anonymous"], what: "impact: GetPlanterImpact of alice", want: codes.Unauthenticated, impact: planterImpact("alice", 1)},
 	}
 }
 
@@ -193,7 +262,13 @@ func (e *env) play(ctx context.Context) []result {
 	var results []result
 	for _, s := range e.scenario() {
 		sctx, span := tracer.Start(ctx, "demo: "+s.who.name+" "+s.what)
-		detail, err := s.call(sctx, capturesv1.NewCaptureServiceClient(s.who.conn))
+		var detail string
+		var err error
+		if s.impact != nil {
+			detail, err = s.impact(sctx, impactv1.NewImpactServiceClient(s.who.impactConn))
+		} else {
+			detail, err = s.call(sctx, capturesv1.NewCaptureServiceClient(s.who.conn))
+		}
 		span.End()
 		r := result{Who: s.who.name, What: s.what, Want: s.want, Got: status.Code(err), Detail: detail, TraceID: span.SpanContext().TraceID().String()}
 		if err != nil {
@@ -258,7 +333,7 @@ func run(ctx context.Context, out io.Writer, logs io.Writer, serve bool) error {
 		return err
 	}
 	defer e.close()
-	fmt.Fprintf(out, "Loam demo: the captures service on %s, tokens from a local OIDC issuer at %s\n\n", e.srv.Addr(), e.issuer.URL())
+	fmt.Fprintf(out, "Loam demo: the captures service on %s, the impact service on %s (one in-memory bus), tokens from a local OIDC issuer at %s\n\n", e.srv.Addr(), e.impact.Addr(), e.issuer.URL())
 	results := e.play(ctx)
 	unexpected := report(out, results)
 	if unexpected > 0 {

@@ -35,6 +35,9 @@ func TestScenario(t *testing.T) {
 		{codes.OK, "2 captures map[alice:1 bob:1]", "captures.read_all (granted)"},
 		{codes.PermissionDenied, "permission denied", "authz: deny captures.create (not_granted)"},
 		{codes.Unauthenticated, "authentication required", "authn: expired"},
+		// The two captures alice and bob created reached impact as events.
+		{codes.OK, "alice: 1 captures, counted from CaptureCreated", "authz: allow impact.read (granted)"},
+		{codes.Unauthenticated, "authentication required", "authn: missing"},
 	}
 	if len(results) != len(want) {
 		t.Fatalf("scenario played %d steps, want %d", len(results), len(want))
@@ -56,7 +59,7 @@ func TestRun(t *testing.T) {
 	if err := run(t.Context(), &out, io.Discard, false); err != nil {
 		t.Fatalf("run() = %v\n%s", err, out.String())
 	}
-	for _, want := range []string{"Loam demo: the captures service on 127.0.0.1:", "All 11 decisions as expected", "/metrics"} {
+	for _, want := range []string{"Loam demo: the captures service on 127.0.0.1:", "the impact service on 127.0.0.1:", "All 13 decisions as expected", "/metrics"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}

@@ -19,6 +19,8 @@ import (
 
 	"github.com/loamhq/loam/authn"
 	"github.com/loamhq/loam/authz"
+	"github.com/loamhq/loam/cache"
+	"github.com/loamhq/loam/events"
 	capturesv1 "github.com/loamhq/loam/examples/proto/captures/v1"
 )
 
@@ -32,16 +34,46 @@ const (
 	maxPageSize     = 100
 )
 
+// Longest accepted string fields, in bytes. Longer values are refused, so
+// that one request cannot store megabytes that every later listing carries.
+const (
+	maxIDLen        = 128
+	maxSpeciesLen   = 200
+	maxPhotoURLLen  = 2048
+	maxPageTokenLen = 256
+)
+
 // Service implements captures.v1.CaptureService.
 type Service struct {
 	capturesv1.UnimplementedCaptureServiceServer
-	store Store
-	now   func() time.Time
+	store   Store
+	created *events.Topic[*capturesv1.CaptureCreated]
+	byID    *cache.Cache[string, *capturesv1.Capture]
+	now     func() time.Time
+}
+
+// Option configures a Service.
+type Option func(*Service)
+
+// WithPublisher makes CreateCapture publish a CaptureCreated event on t
+// once the capture is stored.
+func WithPublisher(t *events.Topic[*capturesv1.CaptureCreated]) Option {
+	return func(s *Service) { s.created = t }
+}
+
+// WithCache makes GetCapture read captures through c, keyed by id.
+// Captures never change once recorded, so entries need no invalidation.
+func WithCache(c *cache.Cache[string, *capturesv1.Capture]) Option {
+	return func(s *Service) { s.byID = c }
 }
 
 // New returns a Service that keeps captures in store.
-func New(store Store) *Service {
-	return &Service{store: store, now: time.Now}
+func New(store Store, opts ...Option) *Service {
+	s := &Service{store: store, now: time.Now}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // CreateCapture records a capture. The access rule (captures.create, and
@@ -62,13 +94,30 @@ func (s *Service) CreateCapture(ctx context.Context, req *capturesv1.CreateCaptu
 	if err := s.store.Create(ctx, c); err != nil {
 		return nil, storeError(err)
 	}
+	if s.created != nil {
+		// Without an outbox the capture is stored before the event is
+		// sent: a failed publish leaves a capture no consumer has seen,
+		// and the caller is told so.
+		ev := &capturesv1.CaptureCreated{
+			CaptureId:   c.GetId(),
+			PlanterId:   c.GetPlanterId(),
+			Species:     c.GetSpecies(),
+			CaptureTime: c.GetCaptureTime(),
+		}
+		if err := s.created.Publish(ctx, ev); err != nil {
+			return nil, fmt.Errorf("capture %s stored, publishing CaptureCreated: %w", c.GetId(), err)
+		}
+	}
 	return &capturesv1.CreateCaptureResponse{Capture: c}, nil
 }
 
 // GetCapture returns a capture: any capture to a caller with ReadAll, the
 // caller's own to anyone else.
 func (s *Service) GetCapture(ctx context.Context, req *capturesv1.GetCaptureRequest) (*capturesv1.GetCaptureResponse, error) {
-	c, err := s.store.Get(ctx, req.GetId())
+	if len(req.GetId()) > maxIDLen {
+		return nil, status.Error(codes.InvalidArgument, fmt.Sprintf("id: longer than %d bytes", maxIDLen))
+	}
+	c, err := s.get(ctx, req.GetId())
 	if err != nil {
 		return nil, storeError(err)
 	}
@@ -81,6 +130,12 @@ func (s *Service) GetCapture(ctx context.Context, req *capturesv1.GetCaptureRequ
 // ListCaptures lists captures newest first: every planter's, or one
 // planter's, to a caller with ReadAll; the caller's own to anyone else.
 func (s *Service) ListCaptures(ctx context.Context, req *capturesv1.ListCapturesRequest) (*capturesv1.ListCapturesResponse, error) {
+	if len(req.GetPlanterId()) > maxIDLen {
+		return nil, status.Error(codes.InvalidArgument, fmt.Sprintf("planter_id: longer than %d bytes", maxIDLen))
+	}
+	if len(req.GetPageToken()) > maxPageTokenLen {
+		return nil, status.Error(codes.InvalidArgument, "page_token: not a token this service returned")
+	}
 	planter := req.GetPlanterId()
 	if authz.Check(ctx, ReadAll) != nil {
 		p, _ := authn.FromContext(ctx)
@@ -115,6 +170,24 @@ func (s *Service) ListCaptures(ctx context.Context, req *capturesv1.ListCaptures
 	return resp, nil
 }
 
+// get reads a capture, through the cache when there is one.
+func (s *Service) get(ctx context.Context, id string) (*capturesv1.Capture, error) {
+	if s.byID == nil {
+		return s.store.Get(ctx, id)
+	}
+	c, err := s.byID.GetOrLoad(ctx, id, func(ctx context.Context, id string) (*capturesv1.Capture, error) {
+		c, err := s.store.Get(ctx, id)
+		if errors.Is(err, ErrNotFound) {
+			return nil, cache.ErrNotFound
+		}
+		return c, err
+	})
+	if errors.Is(err, cache.ErrNotFound) {
+		return nil, ErrNotFound
+	}
+	return c, err
+}
+
 // mayRead allows reading a planter's captures to that planter and to
 // callers with ReadAll.
 func mayRead(ctx context.Context, planterID string) error {
@@ -126,25 +199,33 @@ func mayRead(ctx context.Context, planterID string) error {
 
 func (s *Service) validate(req *capturesv1.CreateCaptureRequest) error {
 	var errs []error
-	if req.GetPlanterId() == "" {
+	switch n := len(req.GetPlanterId()); {
+	case n == 0:
 		errs = append(errs, errors.New("planter_id: required"))
+	case n > maxIDLen:
+		errs = append(errs, fmt.Errorf("planter_id: longer than %d bytes", maxIDLen))
 	}
-	if req.GetSpecies() == "" {
+	switch n := len(req.GetSpecies()); {
+	case n == 0:
 		errs = append(errs, errors.New("species: required"))
+	case n > maxSpeciesLen:
+		errs = append(errs, fmt.Errorf("species: longer than %d bytes", maxSpeciesLen))
 	}
 	if loc := req.GetLocation(); loc == nil {
 		errs = append(errs, errors.New("location: required"))
 	} else if lat, lng := loc.GetLatitude(), loc.GetLongitude(); lat < -90 || lat > 90 || lng < -180 || lng > 180 {
-		errs = append(errs, fmt.Errorf("location: (%v, %v) is not a point on Earth", lat, lng))
+		errs = append(errs, errors.New("location: latitude must lie in [-90, 90] and longitude in [-180, 180]"))
 	}
-	if u, err := url.Parse(req.GetPhotoUrl()); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		errs = append(errs, fmt.Errorf("photo_url: %q is not an http or https URL", req.GetPhotoUrl()))
+	if len(req.GetPhotoUrl()) > maxPhotoURLLen {
+		errs = append(errs, fmt.Errorf("photo_url: longer than %d bytes", maxPhotoURLLen))
+	} else if u, err := url.Parse(req.GetPhotoUrl()); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		errs = append(errs, errors.New("photo_url: not an http or https URL"))
 	}
 	switch t := req.GetCaptureTime(); {
 	case t == nil:
 		errs = append(errs, errors.New("capture_time: required"))
 	case t.AsTime().After(s.now().Add(5 * time.Minute)):
-		errs = append(errs, fmt.Errorf("capture_time: %s is in the future", t.AsTime().Format(time.RFC3339)))
+		errs = append(errs, errors.New("capture_time: in the future"))
 	}
 	return errors.Join(errs...)
 }

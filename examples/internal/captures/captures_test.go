@@ -57,9 +57,14 @@ func TestCreateCaptureValidation(t *testing.T) {
 	}{
 		{"no species", func(r *capturesv1.CreateCaptureRequest) { r.Species = "" }, "species: required"},
 		{"no location", func(r *capturesv1.CreateCaptureRequest) { r.Location = nil }, "location: required"},
-		{"off the planet", func(r *capturesv1.CreateCaptureRequest) { r.Location.Latitude = 91 }, "location: (91, 4.89) is not a point on Earth"},
-		{"bad photo url", func(r *capturesv1.CreateCaptureRequest) { r.PhotoUrl = "ftp://x/y" }, `photo_url: "ftp://x/y" is not an http or https URL`},
-		{"future", func(r *capturesv1.CreateCaptureRequest) { r.CaptureTime = timestamppb.New(time.Now().Add(time.Hour)) }, "is in the future"},
+		{"off the planet", func(r *capturesv1.CreateCaptureRequest) { r.Location.Latitude = 91 }, "location: latitude must lie in [-90, 90]"},
+		{"bad photo url", func(r *capturesv1.CreateCaptureRequest) { r.PhotoUrl = "ftp://x/y" }, "photo_url: not an http or https URL"},
+		{"oversized photo url", func(r *capturesv1.CreateCaptureRequest) {
+			r.PhotoUrl = "https://photos.example.org/" + strings.Repeat("a", 4<<20)
+		}, "photo_url: longer than 2048 bytes"},
+		{"oversized species", func(r *capturesv1.CreateCaptureRequest) { r.Species = strings.Repeat("s", 201) }, "species: longer than 200 bytes"},
+		{"oversized planter", func(r *capturesv1.CreateCaptureRequest) { r.PlanterId = strings.Repeat("p", 129) }, "planter_id: longer than 128 bytes"},
+		{"future", func(r *capturesv1.CreateCaptureRequest) { r.CaptureTime = timestamppb.New(time.Now().Add(time.Hour)) }, "capture_time: in the future"},
 		{"everything at once", func(r *capturesv1.CreateCaptureRequest) { r.Species, r.CaptureTime = "", nil }, "species: required\ncapture_time: required"},
 	}
 	for _, tt := range tests {
@@ -67,8 +72,12 @@ func TestCreateCaptureValidation(t *testing.T) {
 			req := request("alice")
 			tt.mutate(req)
 			_, err := s.CreateCapture(as("alice"), req)
-			if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), tt.want) {
-				t.Errorf("CreateCapture() = %v, want InvalidArgument containing %q", err, tt.want)
+			msg := status.Convert(err).Message()
+			if status.Code(err) != codes.InvalidArgument || !strings.Contains(msg, tt.want) {
+				t.Errorf("CreateCapture() = %.200v, want InvalidArgument containing %q", err, tt.want)
+			}
+			if len(msg) > 500 || strings.Contains(msg, "ftp://") || strings.Contains(msg, "aaaa") {
+				t.Errorf("CreateCapture() error echoes the input: %.200q", msg)
 			}
 		})
 	}

@@ -2,10 +2,13 @@ package captures
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/loamhq/loam/authn"
 	"github.com/loamhq/loam/authz"
+	"github.com/loamhq/loam/cache"
+	"github.com/loamhq/loam/events"
 	capturesv1 "github.com/loamhq/loam/examples/proto/captures/v1"
 	"github.com/loamhq/loam/service"
 )
@@ -35,8 +38,27 @@ func NewServer(ctx context.Context, cfg Config, opts ...service.Option) (*servic
 	if err != nil {
 		return nil, err
 	}
-	capturesv1.RegisterCaptureServiceServer(srv, New(NewMemoryStore()))
+	if err := Register(ctx, srv); err != nil {
+		srv.Shutdown(context.WithoutCancel(ctx))
+		return nil, err
+	}
 	return srv, nil
+}
+
+// Register registers the captures service on srv, over a store in memory:
+// CaptureCreated is published on srv.Bus(), GetCapture is cached in
+// srv.Cache().
+func Register(ctx context.Context, srv *service.Server) error {
+	created, err := events.NewTopic[*capturesv1.CaptureCreated](ctx, srv.Bus())
+	if err != nil {
+		return fmt.Errorf("captures: CaptureCreated topic: %w", err)
+	}
+	byID, err := cache.New[string, *capturesv1.Capture](srv.Cache(), "captures.by_id")
+	if err != nil {
+		return fmt.Errorf("captures: capture cache: %w", err)
+	}
+	capturesv1.RegisterCaptureServiceServer(srv, New(NewMemoryStore(), WithPublisher(created), WithCache(byID)))
+	return nil
 }
 
 // LocalConfig is the configuration of a captures service on loopback that
