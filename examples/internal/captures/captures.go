@@ -118,6 +118,13 @@ func (s *Service) GetCapture(ctx context.Context, req *capturesv1.GetCaptureRequ
 		return nil, status.Error(codes.InvalidArgument, fmt.Sprintf("id: longer than %d bytes", maxIDLen))
 	}
 	c, err := s.get(ctx, req.GetId())
+	if errors.Is(err, ErrNotFound) {
+		// Whether an id exists is only for callers who may read every
+		// capture: anyone else gets the refusal of someone else's.
+		if err := authz.Check(ctx, ReadAll); err != nil {
+			return nil, err
+		}
+	}
 	if err != nil {
 		return nil, storeError(err)
 	}

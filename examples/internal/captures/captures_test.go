@@ -29,12 +29,14 @@ var authorizer = sync.OnceValues(func() (*authz.Authorizer, error) {
 
 // as returns the context a handler sees for a planter's call, as the
 // server's interceptors make it.
-func as(subject string) context.Context {
+func as(subject string) context.Context { return asRole(subject, "planter") }
+
+func asRole(subject, role string) context.Context {
 	a, err := authorizer()
 	if err != nil {
 		panic(err)
 	}
-	ctx := authn.NewContext(context.Background(), authn.NewPrincipal(authn.Identity{Subject: subject, Roles: []string{"planter"}}))
+	ctx := authn.NewContext(context.Background(), authn.NewPrincipal(authn.Identity{Subject: subject, Roles: []string{role}}))
 	return authz.NewContext(ctx, a)
 }
 
@@ -146,8 +148,16 @@ func TestGetCapture(t *testing.T) {
 	if _, err := s.GetCapture(as("alice"), &capturesv1.GetCaptureRequest{Id: id}); status.Code(err) != codes.PermissionDenied {
 		t.Errorf("alice reading bob's capture = %v, want PermissionDenied", err)
 	}
-	if _, err := s.GetCapture(as("bob"), &capturesv1.GetCaptureRequest{Id: "cap_nope"}); status.Code(err) != codes.NotFound {
-		t.Errorf("unknown id = %v, want NotFound", err)
+	// Authorization comes before the answer reveals whether an id exists:
+	// to a planter an unknown id is refused as someone else's capture is;
+	// only a caller who may read every capture learns that it is missing.
+	_, other := s.GetCapture(as("alice"), &capturesv1.GetCaptureRequest{Id: id})
+	_, unknown := s.GetCapture(as("alice"), &capturesv1.GetCaptureRequest{Id: "cap_nope"})
+	if status.Code(unknown) != codes.PermissionDenied || status.Convert(unknown).Message() != status.Convert(other).Message() {
+		t.Errorf("a planter reading an unknown id = %v, want the answer to someone else's capture, %v", unknown, other)
+	}
+	if _, err := s.GetCapture(asRole("root", "admin"), &capturesv1.GetCaptureRequest{Id: "cap_nope"}); status.Code(err) != codes.NotFound {
+		t.Errorf("an admin reading an unknown id = %v, want NotFound", err)
 	}
 	ctx, cancel := context.WithCancel(as("bob"))
 	cancel()

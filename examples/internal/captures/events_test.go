@@ -131,7 +131,7 @@ func TestGetCaptureThroughCache(t *testing.T) {
 	}
 	// A missing id is NotFound, and remembered.
 	for range 2 {
-		if _, err := s.GetCapture(as("alice"), &capturesv1.GetCaptureRequest{Id: "cap_missing"}); status.Code(err) != codes.NotFound {
+		if _, err := s.GetCapture(asRole("root", "admin"), &capturesv1.GetCaptureRequest{Id: "cap_missing"}); status.Code(err) != codes.NotFound {
 			t.Errorf("GetCapture(missing) = %v, want NotFound", err)
 		}
 	}
