@@ -71,8 +71,8 @@ type Params struct {
 
 var namePattern = regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z0-9]+)*$`)
 
-// modulePattern is a loose check of a module path: what go mod would
-// reject outright, such as spaces, upper-case-free is not required.
+// modulePattern is a loose check of a module path: it refuses what go mod
+// would reject outright, such as spaces, and leaves finer rules to go.
 var modulePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._~-]*(/[A-Za-z0-9._~-]+)*$`)
 
 // Validate reports what is wrong with p, naming the field.
