@@ -218,7 +218,7 @@ func TestCatalogFromBufImage(t *testing.T) {
 		imports[f.GetName()] = bufImport(f)
 	}
 	if want := map[string]bool{
-		"captures/v1/captures.proto": false, "loam/options/v1/options.proto": true,
+		"captures/v1/captures.proto": false, "impact/v1/impact.proto": false, "loam/options/v1/options.proto": true,
 		"google/protobuf/descriptor.proto": true, "google/protobuf/timestamp.proto": true,
 	}; !cmp.Equal(imports, want) {
 		t.Errorf("files of buf's image, imports marked = %v, want %v", imports, want)

@@ -102,8 +102,8 @@ func TestBreakingRejects(t *testing.T) {
 		},
 		{
 			name:     "changed field type",
-			old:      "  repeated string consumes = 7;\n",
-			new:      "  repeated int64 consumes = 7;\n",
+			old:      "  string runbook_url = 5;\n",
+			new:      "  int64 runbook_url = 5;\n",
 			wantRule: "FIELD_SAME_TYPE",
 		},
 		{
