@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -244,6 +245,7 @@ type Server struct {
 	stopOnce sync.Once
 	stopped  chan struct{}
 	stopErr  error
+	onStop   []func(context.Context) error // guarded by mu
 }
 
 type registration struct {
@@ -459,6 +461,17 @@ func (s *Server) SetServing(service string, serving bool) {
 	s.health.SetServingStatus(service, st)
 }
 
+// OnShutdown registers f to run during Shutdown, once calls have drained
+// and the bus has stopped its subscriptions' handlers, and before the
+// cache closes: the place to close what handlers use, such as a database
+// pool. Functions run in the reverse order of registration, each with
+// Shutdown's context; their errors join Shutdown's.
+func (s *Server) OnShutdown(f func(ctx context.Context) error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onStop = append(s.onStop, f)
+}
+
 // AddReadinessCheck registers a check that /readyz runs, such as the reach
 // of a database or a broker. check must return quickly; it gets a context
 // with a deadline of a few seconds. The service is ready when every check
@@ -644,6 +657,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		// drains its subscriptions' handlers, bounded by ctx.
 		if err := s.bus.Close(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("events: %w", err))
+		}
+		// Nothing of the service runs any more: release what it holds.
+		s.mu.Lock()
+		hooks := s.onStop
+		s.mu.Unlock()
+		for _, f := range slices.Backward(hooks) {
+			if err := f(ctx); err != nil {
+				errs = append(errs, err)
+			}
 		}
 		if s.admin != nil {
 			if err := s.admin.shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -889,4 +890,46 @@ func TestInterceptorOrder(t *testing.T) {
 	if got := strings.Join(order, " "); got != want {
 		t.Errorf("interceptor order = %q, want %q", got, want)
 	}
+}
+
+// TestOnShutdownRunsAfterDrain checks that shutdown hooks run once the
+// calls in flight have ended, in reverse order, and that their errors
+// reach Shutdown's caller.
+func TestOnShutdownRunsAfterDrain(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	r := start(t, testConfig(), blockingStub(entered, release))
+	var order []string
+	finished := make(chan error, 1)
+	r.srv.OnShutdown(func(context.Context) error {
+		select {
+		case err := <-finished:
+			order = append(order, fmt.Sprintf("first registered, after the call (%v)", err))
+		default:
+			order = append(order, "first registered, while a call was in flight")
+		}
+		return errors.New("pool: closing")
+	})
+	r.srv.OnShutdown(func(context.Context) error {
+		order = append(order, "second registered")
+		return nil
+	})
+	go func() {
+		_, err := stubserver.Unary(context.Background(), r.conn, "block")
+		finished <- err
+	}()
+	<-entered
+	shutdown := make(chan error, 1)
+	go func() { shutdown <- r.srv.Shutdown(context.Background()) }()
+	time.Sleep(50 * time.Millisecond) // let the drain begin
+	close(release)
+	err := <-shutdown
+	if err == nil || !strings.Contains(err.Error(), "pool: closing") {
+		t.Errorf("Shutdown() = %v, want the hook's error", err)
+	}
+	want := []string{"second registered", "first registered, after the call (<nil>)"}
+	if !slices.Equal(order, want) {
+		t.Errorf("hooks ran as %q, want %q", order, want)
+	}
+	<-r.done
+	r.done <- nil // for the cleanup
 }
