@@ -14,6 +14,7 @@ package testenv
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"net"
 	"net/url"
@@ -132,6 +133,37 @@ func PostgresPool(t testing.TB) *pgxpool.Pool {
 	}
 	t.Cleanup(pool.Close)
 	return pool
+}
+
+// PostgresSchema creates a schema of t's own, named prefix and random
+// letters, which t.Cleanup drops with everything in it, and returns its
+// name and a connection URL whose sessions find it first on their
+// search_path: unqualified tables that code under test creates land there.
+func PostgresSchema(t testing.TB, prefix string) (schema, connURL string) {
+	t.Helper()
+	pool := PostgresPool(t)
+	schema = prefix + "_" + strings.ToLower(rand.Text()[:10])
+	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
+	defer cancel()
+	if _, err := pool.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		t.Fatalf("testenv: creating schema %s: %v", schema, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := pool.Exec(ctx, "DROP SCHEMA IF EXISTS "+schema+" CASCADE"); err != nil {
+			t.Errorf("testenv: dropping schema %s: %v", schema, err)
+		}
+	})
+	raw := Postgres.URL(t)
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return schema, raw + " search_path=" + schema
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return schema, u.String()
 }
 
 // RedisClient returns a Redis client, after a successful PING.

@@ -99,7 +99,7 @@ func start(ctx context.Context, logs io.Writer) (*env, error) {
 	// with no broker. Apart, each would name the same NATS in `events`.
 	e.impact, err = service.New(ctx, impact.LocalConfig(issuer.URL()).Config, service.WithTelemetry(e.tel), service.WithoutSignals())
 	if err == nil {
-		_, err = impact.RegisterOn(ctx, e.impact, e.srv.Bus(), e.impact.Cache())
+		_, err = impact.RegisterOn(ctx, e.impact, e.srv.Bus(), e.impact.Cache(), impact.NewMemoryStore())
 	}
 	if err == nil {
 		err = e.impact.Listen()

@@ -16,6 +16,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/loamhq/loam/authn"
 	"github.com/loamhq/loam/authz"
@@ -56,7 +57,8 @@ type Service struct {
 type Option func(*Service)
 
 // WithPublisher makes CreateCapture publish a CaptureCreated event on t
-// once the capture is stored.
+// for each capture it stores, in the capture's transaction when the store
+// has transactions (PostgresStore), after storing it otherwise.
 func WithPublisher(t *events.Topic[*capturesv1.CaptureCreated]) Option {
 	return func(s *Service) { s.created = t }
 }
@@ -84,20 +86,21 @@ func (s *Service) CreateCapture(ctx context.Context, req *capturesv1.CreateCaptu
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	c := &capturesv1.Capture{
-		Id:          newID(),
-		PlanterId:   req.GetPlanterId(),
-		Species:     req.GetSpecies(),
-		Location:    req.GetLocation(),
-		PhotoUrl:    req.GetPhotoUrl(),
-		CaptureTime: req.GetCaptureTime(),
+		Id:        newID(),
+		PlanterId: req.GetPlanterId(),
+		Species:   req.GetSpecies(),
+		Location:  req.GetLocation(),
+		PhotoUrl:  req.GetPhotoUrl(),
+		// Kept to the microsecond, as PostgreSQL keeps it, so that a
+		// capture reads back as it was returned.
+		CaptureTime: timestamppb.New(req.GetCaptureTime().AsTime().Truncate(time.Microsecond)),
 	}
-	if err := s.store.Create(ctx, c); err != nil {
-		return nil, storeError(err)
-	}
-	if s.created != nil {
-		// Without an outbox the capture is stored before the event is
-		// sent: a failed publish leaves a capture no consumer has seen,
-		// and the caller is told so.
+	// The store runs publish in the capture's transaction when it has
+	// one: on the outbox, the capture and its event commit together.
+	publish := func(ctx context.Context) error {
+		if s.created == nil {
+			return nil
+		}
 		ev := &capturesv1.CaptureCreated{
 			CaptureId:   c.GetId(),
 			PlanterId:   c.GetPlanterId(),
@@ -105,8 +108,12 @@ func (s *Service) CreateCapture(ctx context.Context, req *capturesv1.CreateCaptu
 			CaptureTime: c.GetCaptureTime(),
 		}
 		if err := s.created.Publish(ctx, ev); err != nil {
-			return nil, fmt.Errorf("capture %s stored, publishing CaptureCreated: %w", c.GetId(), err)
+			return fmt.Errorf("publishing CaptureCreated: %w", err)
 		}
+		return nil
+	}
+	if err := s.store.Create(ctx, c, publish); err != nil {
+		return nil, storeError(err)
 	}
 	return &capturesv1.CreateCaptureResponse{Capture: c}, nil
 }

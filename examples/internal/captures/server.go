@@ -2,6 +2,7 @@ package captures
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -9,14 +10,47 @@ import (
 	"github.com/loamhq/loam/authz"
 	"github.com/loamhq/loam/cache"
 	"github.com/loamhq/loam/events"
+	"github.com/loamhq/loam/events/pgoutbox"
+	"github.com/loamhq/loam/examples/internal/pgdb"
 	capturesv1 "github.com/loamhq/loam/examples/proto/captures/v1"
 	"github.com/loamhq/loam/service"
 )
 
 // Config is the captures service's configuration: Loam's standard
-// sections, and nothing of its own yet (storage is in memory).
+// sections, and the `captures` section.
 type Config struct {
 	service.Config
+	// Captures is the `captures` section.
+	Captures Settings `koanf:"captures"`
+}
+
+// Settings is the `captures` section.
+type Settings struct {
+	// Store is where captures live: "memory" (the default; they go with
+	// the process), or "postgres": in the database of the events outbox
+	// (events.outbox.url), so that a capture and its CaptureCreated commit
+	// in one transaction.
+	Store string `koanf:"store" default:"memory" validate:"omitempty,oneof=memory postgres"`
+}
+
+// Validate reports every problem of cfg: Loam's sections', and a store
+// and an outbox that do not go together.
+func (cfg Config) Validate() error {
+	errs := []error{cfg.Config.Validate()}
+	outbox := cfg.Events.Outbox.Enabled
+	switch cfg.Captures.Store {
+	case "postgres":
+		if !outbox {
+			errs = append(errs, errors.New("captures.store: postgres keeps captures in the database of the events outbox; set events.outbox.enabled and events.outbox.url, so that a capture and its CaptureCreated commit together"))
+		}
+	case "", "memory":
+		if outbox {
+			errs = append(errs, errors.New("events.outbox.enabled: captures in memory cannot share a transaction with the outbox; set captures.store: postgres"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("captures.store: %q is neither memory nor postgres", cfg.Captures.Store))
+	}
+	return errors.Join(errs...)
 }
 
 // Audience is the audience the service's tokens must name.
@@ -32,23 +66,55 @@ func Roles() map[string][]string {
 }
 
 // NewServer assembles the captures service on Loam: the server from cfg,
-// with the service registered on a store in memory. The caller serves it.
+// with the service registered on the store cfg names. The caller serves
+// it; its Shutdown closes the store.
 func NewServer(ctx context.Context, cfg Config, opts ...service.Option) (*service.Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	srv, err := service.New(ctx, cfg.Config, opts...)
 	if err != nil {
 		return nil, err
 	}
-	if err := Register(ctx, srv); err != nil {
+	fail := func(err error) (*service.Server, error) {
 		srv.Shutdown(context.WithoutCancel(ctx))
 		return nil, err
+	}
+	store, err := OpenStore(ctx, srv, cfg.Captures.Store, cfg.Events.Outbox)
+	if err != nil {
+		return fail(err)
+	}
+	if err := Register(ctx, srv, store); err != nil {
+		return fail(err)
 	}
 	return srv, nil
 }
 
-// Register registers the captures service on srv, over a store in memory:
+// OpenStore opens the store named by captures.store for srv: a
+// MemoryStore, or a PostgresStore in the outbox's database, whose pool
+// /readyz checks and srv's Shutdown closes.
+func OpenStore(ctx context.Context, srv *service.Server, kind string, outbox pgoutbox.Config) (Store, error) {
+	if kind != "postgres" {
+		return NewMemoryStore(), nil
+	}
+	pool, err := pgdb.Open(ctx, "events.outbox", pgdb.Config{URL: outbox.URL, Password: outbox.Password, MaxConns: outbox.MaxConns}, "captures")
+	if err != nil {
+		return nil, fmt.Errorf("captures: %w", err)
+	}
+	store, err := NewPostgresStore(ctx, pool)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("captures: %w", err)
+	}
+	srv.AddReadinessCheck("postgres", pool.Ping)
+	srv.OnShutdown(func(context.Context) error { pool.Close(); return nil })
+	return store, nil
+}
+
+// Register registers the captures service on srv, over store:
 // CaptureCreated is published on srv.Bus(), GetCapture is cached in
 // srv.Cache().
-func Register(ctx context.Context, srv *service.Server) error {
+func Register(ctx context.Context, srv *service.Server, store Store) error {
 	created, err := events.NewTopic[*capturesv1.CaptureCreated](ctx, srv.Bus())
 	if err != nil {
 		return fmt.Errorf("captures: CaptureCreated topic: %w", err)
@@ -57,7 +123,7 @@ func Register(ctx context.Context, srv *service.Server) error {
 	if err != nil {
 		return fmt.Errorf("captures: capture cache: %w", err)
 	}
-	capturesv1.RegisterCaptureServiceServer(srv, New(NewMemoryStore(), WithPublisher(created), WithCache(byID)))
+	capturesv1.RegisterCaptureServiceServer(srv, New(store, WithPublisher(created), WithCache(byID)))
 	return nil
 }
 

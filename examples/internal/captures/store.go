@@ -3,6 +3,7 @@ package captures
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 
@@ -17,8 +18,13 @@ var ErrNotFound = errors.New("capture not found")
 // Store keeps captures. Implementations must be safe for concurrent use;
 // they own the captures they are given and return copies.
 type Store interface {
-	// Create stores c, whose id is set and unique.
-	Create(ctx context.Context, c *capturesv1.Capture) error
+	// Create stores c, whose id is set and unique, and then runs publish
+	// (when not nil) to announce it. A store with transactions runs
+	// publish inside the one that stores c, with a context that carries
+	// it (pgoutbox.NewContext), and stores nothing if publish fails. A
+	// store without them keeps c whatever publish returns, and says so in
+	// its error.
+	Create(ctx context.Context, c *capturesv1.Capture, publish func(context.Context) error) error
 	// Get returns the capture with id, or ErrNotFound.
 	Get(ctx context.Context, id string) (*capturesv1.Capture, error)
 	// List returns up to limit captures, newest first, of planterID (all
@@ -39,8 +45,22 @@ func NewMemoryStore() *MemoryStore {
 	return &MemoryStore{byID: map[string]*capturesv1.Capture{}}
 }
 
-// Create implements Store.
-func (s *MemoryStore) Create(ctx context.Context, c *capturesv1.Capture) error {
+// Create implements Store. Memory has no transactions: a capture whose
+// publish fails stays stored, and the caller is told so.
+func (s *MemoryStore) Create(ctx context.Context, c *capturesv1.Capture, publish func(context.Context) error) error {
+	if err := s.put(ctx, c); err != nil {
+		return err
+	}
+	if publish == nil {
+		return nil
+	}
+	if err := publish(ctx); err != nil {
+		return fmt.Errorf("capture %s stored, not announced: %w", c.GetId(), err)
+	}
+	return nil
+}
+
+func (s *MemoryStore) put(ctx context.Context, c *capturesv1.Capture) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}

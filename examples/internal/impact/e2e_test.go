@@ -40,13 +40,19 @@ func load[T any](t *testing.T, yaml string) T {
 	return cfg
 }
 
-// TestEndToEndOnNATSAndRedis runs captures and impact as two servers that
-// share only NATS JetStream and Redis: a capture created on one is counted
-// by the other, and reads go on when Redis is cut off.
-func TestEndToEndOnNATSAndRedis(t *testing.T) {
+// TestEndToEndOnRealInfrastructure runs captures and impact as two
+// servers that share only PostgreSQL, NATS JetStream and Redis: captures
+// stores in Postgres and publishes through the outbox, impact counts in
+// Postgres. A capture created on one is counted by the other, in one
+// trace; a capture created while NATS is cut off from captures is counted
+// once NATS is back; reads go on when Redis is cut off.
+func TestEndToEndOnRealInfrastructure(t *testing.T) {
 	natsURL := testenv.NATS.URL(t)
+	natsProxy := testenv.NewProxy(t, testenv.NATS.HostPort(t))
 	redis := testenv.NewProxy(t, testenv.Redis.HostPort(t))
 	redisAddr := redis.Addr()
+	capSchema, capDB := testenv.PostgresSchema(t, "loam_e2e_captures")
+	_, impDB := testenv.PostgresSchema(t, "loam_e2e_impact")
 	iss, err := loamtest.StartIssuer(captures.Audience)
 	if err != nil {
 		t.Fatal(err)
@@ -54,10 +60,6 @@ func TestEndToEndOnNATSAndRedis(t *testing.T) {
 	t.Cleanup(func() { iss.Close() })
 	run := fmt.Sprintf("e2e%d", time.Now().UnixNano())
 	sections := fmt.Sprintf(`
-events:
-  driver: nats
-  nats:
-    url: %s
 cache:
   namespace: %s
   redis:
@@ -66,10 +68,47 @@ authn:
   issuers:
     - url: %s
       audiences: [%%s]
-`, natsURL, run, redisAddr, iss.URL())
+`, run, redisAddr, iss.URL())
 
-	capCfg := load[captures.Config](t, "service:\n  name: captures\n"+fmt.Sprintf(sections, captures.Audience)+"authz:\n  handler_permissions: [captures.read_all]\n  roles:\n    planter: [captures.create, captures.read]\n")
-	impCfg := load[impact.Config](t, "service:\n  name: impact\n"+fmt.Sprintf(sections, impact.Audience)+"authz:\n  roles:\n    admin: [impact.read]\n")
+	// captures reaches NATS through a proxy the test cuts; its outbox
+	// relay retries quickly.
+	capCfg := load[captures.Config](t, "service:\n  name: captures\n"+fmt.Sprintf(sections, captures.Audience)+fmt.Sprintf(`
+authz:
+  handler_permissions: [captures.read_all]
+  roles:
+    planter: [captures.create, captures.read]
+captures:
+  store: postgres
+events:
+  driver: nats
+  nats:
+    url: nats://%s
+    reconnect_wait: 100ms
+    publish_timeout: 1s
+  outbox:
+    enabled: true
+    url: %s
+    schema: %s
+    relay:
+      poll_interval: 100ms
+      lock_interval: 200ms
+      timeout: 2s
+      initial_backoff: 20ms
+      max_backoff: 300ms
+`, natsProxy.Addr(), capDB, capSchema))
+	impCfg := load[impact.Config](t, "service:\n  name: impact\n"+fmt.Sprintf(sections, impact.Audience)+fmt.Sprintf(`
+authz:
+  roles:
+    admin: [impact.read]
+impact:
+  store: postgres
+  database:
+    url: %s
+events:
+  driver: nats
+  nats:
+    url: %s
+`, impDB, natsURL))
 
 	// Both servers record their spans in one exporter, to follow the trace
 	// from the RPC through the event to the consumer.
@@ -80,12 +119,22 @@ authn:
 	}
 	t.Cleanup(func() { tel.Shutdown(context.Background()) })
 	capSrv := loamtest.StartServer(t, capCfg.Config, func(r grpc.ServiceRegistrar) {
-		if err := captures.Register(t.Context(), r.(*service.Server)); err != nil {
+		srv := r.(*service.Server)
+		store, err := captures.OpenStore(t.Context(), srv, capCfg.Captures.Store, capCfg.Events.Outbox)
+		if err == nil {
+			err = captures.Register(t.Context(), srv, store)
+		}
+		if err != nil {
 			t.Fatal(err)
 		}
 	}, service.WithTelemetry(tel))
 	impSrv := loamtest.StartServer(t, impCfg.Config, func(r grpc.ServiceRegistrar) {
-		if _, err := impact.Register(t.Context(), r.(*service.Server)); err != nil {
+		srv := r.(*service.Server)
+		store, err := impact.OpenStore(t.Context(), srv, impCfg.Impact)
+		if err == nil {
+			_, err = impact.Register(t.Context(), srv, store)
+		}
+		if err != nil {
 			t.Fatal(err)
 		}
 	}, service.WithTelemetry(tel))
@@ -94,27 +143,38 @@ authn:
 	capClient := capturesv1.NewCaptureServiceClient(capSrv.Client(t, iss.Token(t, planter, loamtest.Roles("planter"))))
 	impClient := impactv1.NewImpactServiceClient(impSrv.Client(t, iss.Token(t, "carol", loamtest.Roles("admin"), loamtest.ForAudience(impact.Audience))))
 
-	created, err := capClient.CreateCapture(t.Context(), &capturesv1.CreateCaptureRequest{
-		PlanterId: planter, Species: "Quercus robur",
-		Location:    &capturesv1.Location{Latitude: 52.37, Longitude: 4.89},
-		PhotoUrl:    "https://photos.example.org/q.jpg",
-		CaptureTime: timestamppb.New(time.Now().Add(-time.Hour)),
-	})
+	capture := func(ctx context.Context) (*capturesv1.CreateCaptureResponse, error) {
+		return capClient.CreateCapture(ctx, &capturesv1.CreateCaptureRequest{
+			PlanterId: planter, Species: "Quercus robur",
+			Location:    &capturesv1.Location{Latitude: 52.37, Longitude: 4.89},
+			PhotoUrl:    "https://photos.example.org/q.jpg",
+			CaptureTime: timestamppb.New(time.Now().Add(-time.Hour)),
+		})
+	}
+	counted := func(ctx context.Context) int64 {
+		resp, err := impClient.GetPlanterImpact(ctx, &impactv1.GetPlanterImpactRequest{PlanterId: planter})
+		if err != nil {
+			t.Fatalf("GetPlanterImpact = %v", err)
+		}
+		return resp.GetImpact().GetCaptures()
+	}
+	waitCounted := func(want int64, within time.Duration) {
+		ctx, cancel := context.WithTimeout(t.Context(), within)
+		defer cancel()
+		for counted(ctx) != want {
+			select {
+			case <-ctx.Done():
+				t.Fatalf("impact counts %d captures of the planter after %v, want %d", counted(t.Context()), within, want)
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	created, err := capture(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	for {
-		resp, err := impClient.GetPlanterImpact(ctx, &impactv1.GetPlanterImpactRequest{PlanterId: planter})
-		if err != nil {
-			t.Fatalf("GetPlanterImpact = %v (no event within 10s?)", err)
-		}
-		if resp.GetImpact().GetCaptures() == 1 {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitCounted(1, 10*time.Second)
+	ctx := t.Context()
 
 	// One trace: the CreateCapture call on captures, and impact's handling
 	// of the event it published.
@@ -140,6 +200,19 @@ authn:
 		t.Errorf("CreateCapture's trace %s, the consumer's trace %s: want one valid trace", rpc, consumer)
 	}
 
+	// NATS cut off from captures: the capture commits with its event in
+	// the outbox, which holds the event until NATS is back.
+	natsProxy.Cut()
+	if _, err := capture(ctx); err != nil {
+		t.Fatalf("CreateCapture with NATS cut off = %v, want it stored through the outbox", err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := counted(ctx); n != 1 {
+		t.Errorf("impact counts %d captures while NATS is cut off from captures, want 1: the event cannot have left", n)
+	}
+	natsProxy.Restore()
+	waitCounted(2, 15*time.Second)
+
 	// Redis cut off: both services answer from their process and their
 	// stores.
 	redis.Cut()
@@ -148,8 +221,8 @@ authn:
 			t.Errorf("GetCapture with Redis cut off = %v", err)
 		}
 		resp, err := impClient.GetPlanterImpact(ctx, &impactv1.GetPlanterImpactRequest{PlanterId: planter})
-		if err != nil || resp.GetImpact().GetCaptures() != 1 {
-			t.Errorf("GetPlanterImpact with Redis cut off = %v, %v; want 1 capture", resp, err)
+		if err != nil || resp.GetImpact().GetCaptures() != 2 {
+			t.Errorf("GetPlanterImpact with Redis cut off = %v, %v; want 2 captures", resp, err)
 		}
 	}
 }

@@ -1,8 +1,8 @@
 // Package impact implements the impact example service: it follows the
 // CaptureCreated events of the captures service, counts each planter's
-// captures in memory, and answers who has planted what. Answers about one
-// planter are cached and dropped from the cache when a new event about
-// that planter arrives.
+// captures (in memory, or in PostgreSQL), and answers who has planted
+// what. Answers are cached and dropped from the cache when an event
+// changes them.
 package impact
 
 import (
@@ -30,9 +30,22 @@ const (
 	maxLimit        = 100
 )
 
-// Aggregate is every planter's impact, in memory. It is safe for
-// concurrent use, and applying the same event twice counts it once.
-type Aggregate struct {
+// Store keeps every planter's impact. Implementations must be safe for
+// concurrent use, and count a capture applied twice once: the bus
+// delivers an event at least once.
+type Store interface {
+	// Apply counts a capture and reports whether it was new.
+	Apply(ctx context.Context, ev *capturesv1.CaptureCreated) (bool, error)
+	// Impact returns one planter's impact; zero counts for a planter not
+	// seen.
+	Impact(ctx context.Context, planterID string) (*impactv1.PlanterImpact, error)
+	// Top returns the n planters with the most captures, most first; ties
+	// in planter id order.
+	Top(ctx context.Context, n int) ([]*impactv1.PlanterImpact, error)
+}
+
+// MemoryStore is a Store in memory, for development and the demo.
+type MemoryStore struct {
 	mu       sync.Mutex
 	planters map[string]*planter
 }
@@ -43,11 +56,14 @@ type planter struct {
 	last     *timestamppb.Timestamp
 }
 
-// NewAggregate returns an empty Aggregate.
-func NewAggregate() *Aggregate { return &Aggregate{planters: map[string]*planter{}} }
+// NewMemoryStore returns an empty MemoryStore.
+func NewMemoryStore() *MemoryStore { return &MemoryStore{planters: map[string]*planter{}} }
 
-// Apply counts a capture. It reports whether the capture was new.
-func (a *Aggregate) Apply(ev *capturesv1.CaptureCreated) bool {
+// Apply implements Store.
+func (a *MemoryStore) Apply(ctx context.Context, ev *capturesv1.CaptureCreated) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	p := a.planters[ev.GetPlanterId()]
@@ -56,24 +72,27 @@ func (a *Aggregate) Apply(ev *capturesv1.CaptureCreated) bool {
 		a.planters[ev.GetPlanterId()] = p
 	}
 	if p.captures[ev.GetCaptureId()] {
-		return false
+		return false, nil
 	}
 	p.captures[ev.GetCaptureId()] = true
 	p.species[ev.GetSpecies()] = true
 	if t := ev.GetCaptureTime(); t != nil && (p.last == nil || t.AsTime().After(p.last.AsTime())) {
 		p.last = t
 	}
-	return true
+	return true, nil
 }
 
-// Impact returns one planter's impact; zero counts for a planter not seen.
-func (a *Aggregate) Impact(planterID string) *impactv1.PlanterImpact {
+// Impact implements Store.
+func (a *MemoryStore) Impact(ctx context.Context, planterID string) (*impactv1.PlanterImpact, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.impact(planterID)
+	return a.impact(planterID), nil
 }
 
-func (a *Aggregate) impact(id string) *impactv1.PlanterImpact {
+func (a *MemoryStore) impact(id string) *impactv1.PlanterImpact {
 	out := &impactv1.PlanterImpact{PlanterId: id}
 	if p := a.planters[id]; p != nil {
 		out.Captures = int64(len(p.captures))
@@ -83,9 +102,11 @@ func (a *Aggregate) impact(id string) *impactv1.PlanterImpact {
 	return out
 }
 
-// Top returns the n planters with the most captures, most first; ties in
-// planter id order.
-func (a *Aggregate) Top(n int) []*impactv1.PlanterImpact {
+// Top implements Store.
+func (a *MemoryStore) Top(ctx context.Context, n int) ([]*impactv1.PlanterImpact, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	all := make([]*impactv1.PlanterImpact, 0, len(a.planters))
@@ -98,21 +119,39 @@ func (a *Aggregate) Top(n int) []*impactv1.PlanterImpact {
 		}
 		return cmp.Compare(x.GetPlanterId(), y.GetPlanterId())
 	})
-	return all[:min(n, len(all))]
+	return all[:min(n, len(all))], nil
 }
 
-// Service implements impact.v1.ImpactService over an Aggregate.
+// Service implements impact.v1.ImpactService over a Store.
 type Service struct {
 	impactv1.UnimplementedImpactServiceServer
-	agg       *Aggregate
+	store     Store
 	byPlanter *cache.Cache[string, *impactv1.PlanterImpact]
+	top       *cache.Cache[string, *impactv1.ListTopPlantersResponse]
 }
 
-// New returns a Service answering from agg, caching answers about one
-// planter in byPlanter when it is not nil.
-func New(agg *Aggregate, byPlanter *cache.Cache[string, *impactv1.PlanterImpact]) *Service {
-	return &Service{agg: agg, byPlanter: byPlanter}
+// Option configures a Service.
+type Option func(*Service)
+
+// WithCaches makes the Service answer through caches: byPlanter holds one
+// planter's impact, keyed by planter id; top holds the ranking (its
+// maxLimit first planters, under one key). Handle drops the entries an
+// event changes.
+func WithCaches(byPlanter *cache.Cache[string, *impactv1.PlanterImpact], top *cache.Cache[string, *impactv1.ListTopPlantersResponse]) Option {
+	return func(s *Service) { s.byPlanter, s.top = byPlanter, top }
 }
+
+// New returns a Service answering from store.
+func New(store Store, opts ...Option) *Service {
+	s := &Service{store: store}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// topKey is the one key of the ranking in its cache.
+const topKey = "top"
 
 // GetPlanterImpact returns one planter's impact.
 func (s *Service) GetPlanterImpact(ctx context.Context, req *impactv1.GetPlanterImpactRequest) (*impactv1.GetPlanterImpactResponse, error) {
@@ -123,24 +162,21 @@ func (s *Service) GetPlanterImpact(ctx context.Context, req *impactv1.GetPlanter
 	case len(id) > maxPlanterIDLen:
 		return nil, status.Error(codes.InvalidArgument, fmt.Sprintf("planter_id: longer than %d bytes", maxPlanterIDLen))
 	}
+	var imp *impactv1.PlanterImpact
+	var err error
 	if s.byPlanter == nil {
-		return &impactv1.GetPlanterImpactResponse{Impact: s.agg.Impact(id)}, nil
+		imp, err = s.store.Impact(ctx, id)
+	} else {
+		imp, err = s.byPlanter.GetOrLoad(ctx, id, s.store.Impact)
 	}
-	imp, err := s.byPlanter.GetOrLoad(ctx, id, func(_ context.Context, id string) (*impactv1.PlanterImpact, error) {
-		return s.agg.Impact(id), nil
-	})
 	if err != nil {
-		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-			return nil, status.FromContextError(err).Err()
-		}
-		return nil, err
+		return nil, readError(err)
 	}
 	return &impactv1.GetPlanterImpactResponse{Impact: imp}, nil
 }
 
-// ListTopPlanters lists the planters with the most captures. It reads the
-// aggregate directly: the ranking changes with every event.
-func (s *Service) ListTopPlanters(_ context.Context, req *impactv1.ListTopPlantersRequest) (*impactv1.ListTopPlantersResponse, error) {
+// ListTopPlanters lists the planters with the most captures.
+func (s *Service) ListTopPlanters(ctx context.Context, req *impactv1.ListTopPlantersRequest) (*impactv1.ListTopPlantersResponse, error) {
 	n := int(req.GetLimit())
 	switch {
 	case n < 0:
@@ -150,20 +186,51 @@ func (s *Service) ListTopPlanters(_ context.Context, req *impactv1.ListTopPlante
 	case n > maxLimit:
 		n = maxLimit
 	}
-	return &impactv1.ListTopPlantersResponse{Planters: s.agg.Top(n)}, nil
+	if s.top == nil {
+		top, err := s.store.Top(ctx, n)
+		if err != nil {
+			return nil, readError(err)
+		}
+		return &impactv1.ListTopPlantersResponse{Planters: top}, nil
+	}
+	// One cached ranking serves every limit.
+	all, err := s.top.GetOrLoad(ctx, topKey, func(ctx context.Context, _ string) (*impactv1.ListTopPlantersResponse, error) {
+		top, err := s.store.Top(ctx, maxLimit)
+		return &impactv1.ListTopPlantersResponse{Planters: top}, err
+	})
+	if err != nil {
+		return nil, readError(err)
+	}
+	return &impactv1.ListTopPlantersResponse{Planters: all.GetPlanters()[:min(n, len(all.GetPlanters()))]}, nil
 }
 
-// Handle applies a CaptureCreated event, then drops the planter's cached
-// answer so that the next read sees the event. A failed invalidation is
-// returned, so the bus redelivers the event; applying it again is harmless.
+// readError maps a store error to the status the client sees.
+func readError(err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return status.FromContextError(err).Err()
+	}
+	return err // logged and hidden by the service's recovery layer
+}
+
+// Handle applies a CaptureCreated event, then drops the cached answers it
+// changes (the planter's impact and the ranking) so that the next read
+// sees it. A failed write or invalidation is returned, so the bus
+// redelivers the event; applying it again is harmless.
 func (s *Service) Handle(ctx context.Context, e *events.Event[*capturesv1.CaptureCreated]) error {
 	if e.Data.GetPlanterId() == "" || e.Data.GetCaptureId() == "" {
 		return events.Permanent(errors.New("CaptureCreated without planter_id or capture_id"))
 	}
-	s.agg.Apply(e.Data)
+	if _, err := s.store.Apply(ctx, e.Data); err != nil {
+		return fmt.Errorf("counting capture: %w", err)
+	}
 	if s.byPlanter != nil {
 		if err := s.byPlanter.Delete(ctx, e.Data.GetPlanterId()); err != nil {
 			return fmt.Errorf("invalidating the impact of planter: %w", err)
+		}
+	}
+	if s.top != nil {
+		if err := s.top.Delete(ctx, topKey); err != nil {
+			return fmt.Errorf("invalidating the ranking: %w", err)
 		}
 	}
 	return nil

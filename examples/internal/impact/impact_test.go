@@ -2,6 +2,8 @@ package impact
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -13,8 +15,10 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/loamhq/loam/events"
+	"github.com/loamhq/loam/examples/internal/pgdb"
 	capturesv1 "github.com/loamhq/loam/examples/proto/captures/v1"
 	impactv1 "github.com/loamhq/loam/examples/proto/impact/v1"
+	"github.com/loamhq/loam/internal/testenv"
 	"github.com/loamhq/loam/loamtest"
 	"github.com/loamhq/loam/service"
 )
@@ -28,7 +32,7 @@ func start(t *testing.T) (alice, anonymous impactv1.ImpactServiceClient, created
 	var regErr error
 	srv := loamtest.StartServer(t, cfg.Config, func(r grpc.ServiceRegistrar) {
 		// StartServer hands over the *service.Server it built.
-		_, regErr = Register(t.Context(), r.(*service.Server))
+		_, regErr = Register(t.Context(), r.(*service.Server), NewMemoryStore())
 	})
 	if regErr != nil {
 		t.Fatal(regErr)
@@ -119,26 +123,122 @@ func TestRequestsRefused(t *testing.T) {
 }
 
 func TestHandleRejectsIncompleteEvent(t *testing.T) {
-	s := New(NewAggregate(), nil)
+	s := New(NewMemoryStore())
 	err := s.Handle(context.Background(), &events.Event[*capturesv1.CaptureCreated]{Data: &capturesv1.CaptureCreated{PlanterId: "bob"}})
 	if !events.IsPermanent(err) {
 		t.Errorf("Handle(no capture_id) = %v, want a permanent error", err)
 	}
 }
 
-func TestAggregateConcurrent(t *testing.T) {
-	a := NewAggregate()
-	var wg sync.WaitGroup
-	for w := range 4 {
-		wg.Go(func() {
-			for i := range 100 {
-				a.Apply(captured(string(rune('a'+w))+"_"+string(rune('0'+i%10))+string(rune('0'+i/10)), "bob", "Quercus robur"))
-				a.Top(3)
+// TestStores holds both stores to one contract: counts, distinct species,
+// the latest capture, a capture delivered twice counted once, the ranking
+// and its ties, and concurrent writers.
+func TestStores(t *testing.T) {
+	stores := map[string]func(t *testing.T) Store{
+		"memory":   func(*testing.T) Store { return NewMemoryStore() },
+		"postgres": postgresStore,
+	}
+	for name, open := range stores {
+		t.Run(name, func(t *testing.T) {
+			ctx := t.Context()
+			s := open(t)
+			later := captured("cap_b2", "bob", "Fagus sylvatica")
+			later.CaptureTime = timestamppb.New(time.Unix(1_800_000_100, 0))
+			for i, ev := range []*capturesv1.CaptureCreated{
+				captured("cap_b1", "bob", "Quercus robur"), later, captured("cap_b1", "bob", "Quercus robur"),
+				captured("cap_a1", "Anna", "Quercus robur"), captured("cap_c1", "carol", "Quercus robur"),
+			} {
+				isNew, err := s.Apply(ctx, ev)
+				if err != nil || isNew != (i != 2) {
+					t.Fatalf("Apply(#%d %s) = %v, %v; want new=%v", i, ev.GetCaptureId(), isNew, err, i != 2)
+				}
+			}
+			bob, err := s.Impact(ctx, "bob")
+			if err != nil || bob.GetCaptures() != 2 || bob.GetSpecies() != 2 || !bob.GetLastCaptureTime().AsTime().Equal(time.Unix(1_800_000_100, 0)) {
+				t.Errorf("Impact(bob) = %v, %v; want 2 captures, 2 species, the later time", bob, err)
+			}
+			nobody, err := s.Impact(ctx, "nobody")
+			if err != nil || nobody.GetPlanterId() != "nobody" || nobody.GetCaptures() != 0 || nobody.GetLastCaptureTime() != nil {
+				t.Errorf("Impact(nobody) = %v, %v; want zero counts", nobody, err)
+			}
+			top, err := s.Top(ctx, 2)
+			if err != nil || len(top) != 2 || top[0].GetPlanterId() != "bob" || top[1].GetPlanterId() != "Anna" {
+				t.Errorf("Top(2) = %v, %v; want bob, then Anna (ties in byte order)", top, err)
+			}
+			var wg sync.WaitGroup
+			for w := range 4 {
+				wg.Go(func() {
+					for i := range 25 {
+						if _, err := s.Apply(ctx, captured(fmt.Sprintf("cap_w%d_%d", w, i), "dora", "Quercus robur")); err != nil {
+							t.Error(err)
+							return
+						}
+						if _, err := s.Top(ctx, 3); err != nil {
+							t.Error(err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			if got, err := s.Impact(ctx, "dora"); err != nil || got.GetCaptures() != 100 {
+				t.Errorf("dora's captures after 100 distinct events from 4 goroutines = %v, %v; want 100", got, err)
+			}
+			cancelled, cancel := context.WithCancel(ctx)
+			cancel()
+			if _, err := s.Apply(cancelled, captured("cap_x", "bob", "x")); !errors.Is(err, context.Canceled) {
+				t.Errorf("Apply(cancelled) = %v, want context.Canceled", err)
 			}
 		})
 	}
-	wg.Wait()
-	if got := a.Impact("bob").GetCaptures(); got != 400 {
-		t.Errorf("captures after 400 distinct events from 4 goroutines = %d, want 400", got)
+}
+
+func postgresStore(t *testing.T) Store {
+	_, url := testenv.PostgresSchema(t, "loam_impact")
+	pool, err := pgdb.Open(t.Context(), "test", pgdb.Config{URL: url}, "impact-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	s, err := NewPostgresStore(t.Context(), pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// failingStore fails every write.
+type failingStore struct{ Store }
+
+func (failingStore) Apply(context.Context, *capturesv1.CaptureCreated) (bool, error) {
+	return false, errors.New("database down")
+}
+
+func TestHandleReturnsStoreFailure(t *testing.T) {
+	s := New(failingStore{NewMemoryStore()})
+	err := s.Handle(t.Context(), &events.Event[*capturesv1.CaptureCreated]{Data: captured("cap_1", "bob", "x")})
+	if err == nil || events.IsPermanent(err) || !strings.Contains(err.Error(), "database down") {
+		t.Errorf("Handle with the store down = %v, want a retryable error naming the cause", err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	base := LocalConfig("http://127.0.0.1:9400")
+	for _, tc := range []struct {
+		name string
+		edit func(*Config)
+		want string
+	}{
+		{"postgres without a database", func(c *Config) { c.Impact.Store = "postgres" }, "impact.database.url: required"},
+		{"a database kept in memory", func(c *Config) { c.Impact.Database.URL = "postgres://db/impact" }, "impact.store is memory"},
+	} {
+		cfg := base
+		tc.edit(&cfg)
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: Validate() = %v, want an error containing %q", tc.name, err, tc.want)
+		}
+	}
+	if err := base.Validate(); err != nil {
+		t.Errorf("LocalConfig().Validate() = %v", err)
 	}
 }

@@ -1,0 +1,191 @@
+package captures
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/loamhq/loam/events"
+	"github.com/loamhq/loam/events/memory"
+	"github.com/loamhq/loam/events/pgoutbox"
+	"github.com/loamhq/loam/examples/internal/pgdb"
+	capturesv1 "github.com/loamhq/loam/examples/proto/captures/v1"
+	"github.com/loamhq/loam/internal/testenv"
+)
+
+// postgresStore returns a PostgresStore in a schema of the test's own,
+// and that schema's name and URL.
+func postgresStore(t *testing.T) (_ *PostgresStore, schema, url string) {
+	t.Helper()
+	schema, url = testenv.PostgresSchema(t, "loam_captures")
+	pool, err := pgdb.Open(t.Context(), "test", pgdb.Config{URL: url}, "captures-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	s, err := NewPostgresStore(t.Context(), pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, schema, url
+}
+
+// TestStores holds both stores to one contract.
+func TestStores(t *testing.T) {
+	stores := map[string]func(t *testing.T) Store{
+		"memory":   func(*testing.T) Store { return NewMemoryStore() },
+		"postgres": func(t *testing.T) Store { s, _, _ := postgresStore(t); return s },
+	}
+	for name, open := range stores {
+		t.Run(name, func(t *testing.T) {
+			ctx := t.Context()
+			s := open(t)
+			var ids []string
+			for i := range 5 {
+				planter := []string{"alice", "bob"}[i%2]
+				req := request(planter)
+				c := &capturesv1.Capture{Id: fmt.Sprintf("cap_%d", i), PlanterId: planter, Species: req.Species,
+					Location: req.Location, PhotoUrl: req.PhotoUrl, CaptureTime: req.CaptureTime}
+				if err := s.Create(ctx, c, nil); err != nil {
+					t.Fatal(err)
+				}
+				ids = append(ids, c.Id)
+			}
+			got, err := s.Get(ctx, "cap_3")
+			if err != nil || got.GetPlanterId() != "bob" || got.GetLocation().GetLatitude() != 52.37 || got.GetPhotoUrl() == "" {
+				t.Errorf("Get(cap_3) = %v, %v; want bob's capture", got, err)
+			}
+			if _, err := s.Get(ctx, "cap_missing"); !errors.Is(err, ErrNotFound) {
+				t.Errorf("Get(missing) = %v, want ErrNotFound", err)
+			}
+			page, more, err := s.List(ctx, "", "", 2)
+			if err != nil || !more || len(page) != 2 || page[0].GetId() != "cap_4" || page[1].GetId() != "cap_3" {
+				t.Errorf("List(all, 2) = %v, %v, %v; want cap_4, cap_3 and more", page, more, err)
+			}
+			page, more, err = s.List(ctx, "alice", "cap_2", 10)
+			if err != nil || more || len(page) != 1 || page[0].GetId() != "cap_0" {
+				t.Errorf("List(alice after cap_2) = %v, %v, %v; want cap_0 and no more", page, more, err)
+			}
+			if _, _, err := s.List(ctx, "", "cap_missing", 10); !errors.Is(err, ErrNotFound) {
+				t.Errorf("List(after missing) = %v, want ErrNotFound", err)
+			}
+			dup := &capturesv1.Capture{Id: ids[0], PlanterId: "alice", Location: &capturesv1.Location{}, CaptureTime: request("alice").CaptureTime}
+			if err := s.Create(ctx, dup, nil); err == nil {
+				t.Error("Create(duplicate id) = nil, want an error")
+			}
+			ctx, cancel := context.WithCancel(ctx)
+			cancel()
+			if _, err := s.Get(ctx, "cap_1"); !errors.Is(err, context.Canceled) {
+				t.Errorf("Get(cancelled) = %v, want context.Canceled", err)
+			}
+		})
+	}
+}
+
+// TestPublishFailure shows what the outbox is for: in Postgres a capture
+// whose event cannot be written is not stored either; in memory it stays
+// stored, and the caller is told so.
+func TestPublishFailure(t *testing.T) {
+	pg, _, _ := postgresStore(t)
+	refuse := func(context.Context) error { return errors.New("broker refused") }
+	for name, s := range map[string]Store{"memory": NewMemoryStore(), "postgres": pg} {
+		c := &capturesv1.Capture{Id: "cap_" + name, PlanterId: "alice", Location: &capturesv1.Location{}, CaptureTime: request("alice").CaptureTime}
+		err := s.Create(t.Context(), c, refuse)
+		if err == nil {
+			t.Fatalf("%s: Create with a failing publish = nil, want its error", name)
+		}
+		_, getErr := s.Get(t.Context(), c.Id)
+		switch name {
+		case "memory":
+			if getErr != nil || !strings.Contains(err.Error(), "stored, not announced") {
+				t.Errorf("memory: Create = %v, Get = %v; want the capture kept and the error saying so", err, getErr)
+			}
+		case "postgres":
+			if !errors.Is(getErr, ErrNotFound) {
+				t.Errorf("postgres: Get after a failed publish = %v, want ErrNotFound: the transaction rolled back", getErr)
+			}
+		}
+	}
+}
+
+// TestCreateCaptureThroughOutbox creates captures through the service on
+// a PostgresStore and a bus on the outbox of the same database: the
+// capture and its event commit together, the relay delivers the event,
+// and a capture whose event cannot be written is not stored.
+func TestCreateCaptureThroughOutbox(t *testing.T) {
+	ctx := t.Context()
+	store, schema, url := postgresStore(t)
+	outbox, err := pgoutbox.New(ctx, memory.New(), pgoutbox.Config{URL: url, Schema: schema,
+		Relay: pgoutbox.RelayConfig{PollInterval: 50 * time.Millisecond, LockInterval: 50 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bus, err := events.NewBus(outbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bus.Close(context.Background()) })
+	topic, err := events.NewTopic[*capturesv1.CaptureCreated](ctx, bus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 1)
+	if _, err := topic.Subscribe(ctx, "test", func(_ context.Context, e *events.Event[*capturesv1.CaptureCreated]) error {
+		got <- e.Data.GetCaptureId()
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s := New(store, WithPublisher(topic))
+	resp, err := s.CreateCapture(as("alice"), request("alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id := <-got; id != resp.GetCapture().GetId() {
+		t.Errorf("relayed CaptureCreated of %s, want %s", id, resp.GetCapture().GetId())
+	}
+	stored, err := store.Get(ctx, resp.GetCapture().GetId())
+	if err != nil || !stored.GetCaptureTime().AsTime().Equal(resp.GetCapture().GetCaptureTime().AsTime()) {
+		t.Errorf("stored capture = %v, %v; want it as CreateCapture returned it", stored, err)
+	}
+
+	// The outbox's table is gone: the event cannot be written, so the
+	// capture is not stored either.
+	if _, err := store.pool.Exec(ctx, "DROP TABLE "+schema+".loam_outbox"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateCapture(as("alice"), request("alice")); err == nil {
+		t.Fatal("CreateCapture without an outbox table = nil, want an error")
+	}
+	page, _, err := store.List(ctx, "alice", "", 10)
+	if err != nil || len(page) != 1 {
+		t.Errorf("alice's captures = %d, %v; want only the first: the second rolled back", len(page), err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	base := LocalConfig("http://127.0.0.1:9400")
+	for _, tc := range []struct {
+		name string
+		edit func(*Config)
+		want string
+	}{
+		{"postgres without the outbox", func(c *Config) { c.Captures.Store = "postgres" }, "captures.store: postgres keeps captures in the database of the events outbox"},
+		{"the outbox over memory", func(c *Config) {
+			c.Events.Outbox.Enabled, c.Events.Outbox.URL = true, "postgres://db/captures"
+		}, "events.outbox.enabled: captures in memory cannot share a transaction"},
+		{"an unknown store", func(c *Config) { c.Captures.Store = "sqlite" }, `captures.store: "sqlite"`},
+	} {
+		cfg := base
+		tc.edit(&cfg)
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: Validate() = %v, want an error containing %q", tc.name, err, tc.want)
+		}
+	}
+	if err := base.Validate(); err != nil {
+		t.Errorf("LocalConfig().Validate() = %v", err)
+	}
+}
