@@ -31,7 +31,10 @@ type persona struct {
 	subject string // the token's sub; empty for an anonymous caller
 	roles   []string
 	token   string
-	conn    *grpc.ClientConn
+	// impactToken is the persona's token for the impact service's
+	// audience.
+	impactToken string
+	conn        *grpc.ClientConn
 	// impactConn reaches the impact service, with a token for its
 	// audience.
 	impactConn *grpc.ClientConn
@@ -65,7 +68,9 @@ type env struct {
 	spans  *tracetest.InMemoryExporter
 	tel    *telemetry.Telemetry
 	people map[string]*persona
-	done   chan error
+	// done and impactDone receive what Serve of the captures and of the
+	// impact server returned.
+	done, impactDone chan error
 }
 
 // start starts the issuer and the captures service, and connects the
@@ -75,7 +80,7 @@ func start(ctx context.Context, logs io.Writer) (*env, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &env{issuer: issuer, spans: tracetest.NewInMemoryExporter(), done: make(chan error, 1)}
+	e := &env{issuer: issuer, spans: tracetest.NewInMemoryExporter(), done: make(chan error, 1), impactDone: make(chan error, 1)}
 	e.tel, err = telemetry.New(ctx, telemetry.Config{Prometheus: true},
 		telemetry.WithService("captures", "dev", "development"),
 		telemetry.WithSpanExporter(e.spans), telemetry.WithLogOutput(logs))
@@ -108,7 +113,7 @@ func start(ctx context.Context, logs io.Writer) (*env, error) {
 		e.close()
 		return nil, err
 	}
-	go func() { e.impact.Serve(ctx) }()
+	go func() { e.impactDone <- e.impact.Serve(ctx) }()
 
 	e.people = map[string]*persona{
 		"anonymous": {name: "anonymous"},
@@ -140,12 +145,11 @@ func start(ctx context.Context, logs io.Writer) (*env, error) {
 			if key == "mallory" {
 				mint = append(mint, loamtest.Expired())
 			}
-			tok, err := issuer.Mint(p.subject, mint...)
-			if err != nil {
+			if p.impactToken, err = issuer.Mint(p.subject, mint...); err != nil {
 				e.close()
 				return nil, err
 			}
-			iopts = append(iopts, service.WithPerRPCCredentials(bearer(tok)))
+			iopts = append(iopts, service.WithPerRPCCredentials(bearer(p.impactToken)))
 		}
 		if p.impactConn, err = service.Dial(ctx, e.impact.Addr().String(), iopts...); err != nil {
 			e.close()
@@ -344,9 +348,15 @@ func run(ctx context.Context, out io.Writer, logs io.Writer, serve bool) error {
 		return nil
 	}
 	printServeHelp(out, e)
-	<-ctx.Done()
-	fmt.Fprintln(out, "\nstopping")
-	return nil
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(out, "\nstopping")
+		return nil
+	case err := <-e.done:
+		return fmt.Errorf("the captures server stopped: %w", err)
+	case err := <-e.impactDone:
+		return fmt.Errorf("the impact server stopped: %w", err)
+	}
 }
 
 // report prints the results as a table and returns how many were not the
@@ -368,20 +378,23 @@ func report(out io.Writer, results []result) int {
 }
 
 func printServeHelp(out io.Writer, e *env) {
-	fmt.Fprintf(out, "\nServing until Ctrl-C. Tokens, valid for an hour:\n")
+	fmt.Fprintf(out, "\nServing until Ctrl-C. Tokens, valid for an hour (captures-api, then impact-api):\n")
 	for _, key := range []string{"alice", "bob", "carol"} {
 		p := e.people[key]
 		fmt.Fprintf(out, "  %s=%s\n", strings.ToUpper(key), p.token)
+		fmt.Fprintf(out, "  %s_IMPACT=%s\n", strings.ToUpper(key), p.impactToken)
 	}
-	addr := e.srv.Addr().String()
 	fmt.Fprintf(out, `
 Try, with grpcurl (reflection is on in development):
   grpcurl -plaintext %[1]s list
   grpcurl -plaintext %[1]s grpc.health.v1.Health/Check
   grpcurl -plaintext -H "authorization: Bearer $ALICE" -d '{"planter_id":"alice","species":"Fagus sylvatica","location":{"latitude":52.1,"longitude":5.1},"photo_url":"https://photos.example.org/a.jpg","capture_time":"2026-01-01T10:00:00Z"}' %[1]s captures.v1.CaptureService/CreateCapture
   grpcurl -plaintext -H "authorization: Bearer $CAROL" %[1]s captures.v1.CaptureService/ListCaptures
-  curl http://%[2]s/metrics
-`, addr, e.srv.AdminAddr())
+  grpcurl -plaintext -H "authorization: Bearer $ALICE_IMPACT" -d '{"planter_id":"alice"}' %[2]s impact.v1.ImpactService/GetPlanterImpact
+  grpcurl -plaintext -H "authorization: Bearer $CAROL_IMPACT" -d '{"limit":5}' %[2]s impact.v1.ImpactService/ListTopPlanters
+  curl http://%[3]s/metrics    # captures
+  curl http://%[4]s/metrics    # impact
+`, e.srv.Addr(), e.impact.Addr(), e.srv.AdminAddr(), e.impact.AdminAddr())
 }
 
 // bearer is a static bearer token as per-RPC credentials. It allows

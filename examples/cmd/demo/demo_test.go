@@ -2,11 +2,20 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"io"
+	"regexp"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+
+	impactv1 "github.com/loamhq/loam/examples/proto/impact/v1"
 )
 
 // TestScenario plays the demo in process and checks every decision, with
@@ -63,5 +72,58 @@ func TestRun(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer and one reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestRunServe keeps the demo serving and follows its printed help as a
+// user would: the impact token and address it prints answer a call.
+func TestRunServe(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, &out, io.Discard, true) }()
+	var printed string
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(printed, "# impact"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no serve help within 20s:\n%s", printed)
+		}
+		printed = out.String()
+	}
+	token := regexp.MustCompile(`CAROL_IMPACT=(\S+)`).FindStringSubmatch(printed)
+	addr := regexp.MustCompile(`(127\.0\.0\.1:\d+) impact\.v1\.ImpactService/ListTopPlanters`).FindStringSubmatch(printed)
+	if token == nil || addr == nil {
+		t.Fatalf("serve help lacks CAROL_IMPACT or the impact address:\n%s", printed)
+	}
+	conn, err := grpc.NewClient(addr[1], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	callCtx := metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer "+token[1])
+	top, err := impactv1.NewImpactServiceClient(conn).ListTopPlanters(callCtx, &impactv1.ListTopPlantersRequest{Limit: 5})
+	if err != nil || len(top.GetPlanters()) != 2 {
+		t.Errorf("ListTopPlanters with the printed token = %v, %v; want alice and bob", top, err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("run(serve) after cancel = %v, want nil", err)
 	}
 }

@@ -1,11 +1,12 @@
-// Command demo runs Loam's request path on one machine with nothing else
-// installed: a local OpenID Connect issuer, the captures example service on
-// a loopback port, and a scenario played by real gRPC clients with real
-// tokens. It prints who called what, the decision and why, and the trace of
-// each call, then exits 0 when every decision was the expected one.
+// Command demo runs Loam on one machine with nothing else installed: a
+// local OpenID Connect issuer, the captures and impact example services on
+// loopback ports, sharing one in-memory events bus, and a scenario played
+// by real gRPC clients with real tokens. It prints who called what, the
+// decision and why, and the trace of each call, then exits 0 when every
+// decision was the expected one.
 //
 //	go run ./examples/cmd/demo            # play the scenario and exit
-//	go run ./examples/cmd/demo --serve    # then keep serving, for grpcurl
+//	go run ./examples/cmd/demo --serve    # then keep serving, and print tokens and grpcurl commands for both services
 package main
 
 import (
