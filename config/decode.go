@@ -114,6 +114,10 @@ func (st *state) decode(root reflect.Value) {
 
 // set converts raw to n's type and stores it in root.
 func (st *state) set(root reflect.Value, n *node, path string, raw any) {
+	if ref, ok := raw.(string); ok && st.secretRefs && n.typ == secretType && strings.HasPrefix(ref, "file:") {
+		field(root, n.index).Set(reflect.ValueOf(NewSecret(ref)))
+		return
+	}
 	v, err := convert(raw, n.typ)
 	if err != nil {
 		st.fail(path, st.sourceOf(path), convertMsg(err, raw, n))

@@ -61,6 +61,8 @@ type state struct {
 	failed   map[string]bool      // paths that already have a problem
 	files    map[string]fileLayer // the file of each file layer, by stem ("base" and the environment)
 	warnings []warning
+	// secretRefs leaves "file:" secrets unread (WithSecretFilesUnread).
+	secretRefs bool
 }
 
 // fileLayer is the file a file layer was read from.
@@ -101,7 +103,7 @@ func load[T any](ctx context.Context, o options) (T, *state, error) {
 		return out, nil, err
 	}
 	st := &state{env: env, schema: sc, k: koanf.New("."), src: map[string]Source{}, failed: map[string]bool{},
-		files: map[string]fileLayer{}}
+		files: map[string]fileLayer{}, secretRefs: o.secretRefs}
 
 	defaults, defaultSrc := map[string]any{}, map[string]Source{}
 	sc.leaves(func(n *node) {

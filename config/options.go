@@ -21,6 +21,8 @@ type options struct {
 	flags     *flag.FlagSet
 	debounce  time.Duration
 	logger    *slog.Logger
+	// secretRefs leaves "file:" secrets unread.
+	secretRefs bool
 }
 
 func newOptions(opts []Option) options {
@@ -56,6 +58,15 @@ func WithEnvironment(name string) Option {
 // as a key. Without this option no environment variable is read as a key.
 func WithEnvPrefix(prefix string) Option {
 	return optionFunc(func(o *options) { o.envPrefix = prefix })
+}
+
+// WithSecretFilesUnread leaves "file:" secrets unread: such a Secret holds
+// its reference ("file:/run/secrets/db") instead of the file's content, and
+// a file that is not there is no error. It is for tools that check a
+// configuration away from where its secrets are mounted, such as
+// `loam config validate` and `loam doctor`; a service must not use it.
+func WithSecretFilesUnread() Option {
+	return optionFunc(func(o *options) { o.secretRefs = true })
 }
 
 // WithFlags adds the flag layer, the highest. Only flags set explicitly on

@@ -121,3 +121,26 @@ func TestSecretNeverInErrors(t *testing.T) {
 		t.Errorf("Load() error = %v, want a length error without the value", err)
 	}
 }
+
+// TestSecretFilesUnread checks the option of tools that check a
+// configuration where its secrets are not mounted: a "file:" reference is
+// kept, not read, and a missing file is no error; other secrets are as
+// always.
+func TestSecretFilesUnread(t *testing.T) {
+	dir := writeDir(t, map[string]string{"base.yaml": "service:\n  name: x\ndb:\n  password: file:/nonexistent/loam/db\n"})
+	if _, err := config.Load[testConfig](t.Context(), config.WithDir(dir)); err == nil {
+		t.Fatal("Load() of a missing secret file = nil, want an error")
+	}
+	cfg, err := config.Load[testConfig](t.Context(), config.WithDir(dir), config.WithSecretFilesUnread())
+	if err != nil {
+		t.Fatalf("Load(WithSecretFilesUnread) = %v", err)
+	}
+	if got := cfg.DB.Password.Reveal(); got != "file:/nonexistent/loam/db" {
+		t.Errorf("password = %q, want the reference kept", got)
+	}
+	t.Setenv("LOAMTEST_DB__PASSWORD", "hunter2")
+	cfg, err = config.Load[testConfig](t.Context(), config.WithDir(dir), config.WithEnvPrefix("LOAMTEST"), config.WithSecretFilesUnread())
+	if err != nil || cfg.DB.Password.Reveal() != "hunter2" {
+		t.Errorf("Load(env secret, WithSecretFilesUnread) = %v, %v; want the value from the environment", cfg.DB.Password, err)
+	}
+}

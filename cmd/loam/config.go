@@ -212,7 +212,7 @@ type loaded struct {
 func (c *configCmd) load(env string) (*loaded, int) {
 	l := &loaded{}
 	es, err := config.Explain[loamSections](context.Background(),
-		config.WithDir(c.dir), config.WithEnvironment(env), config.WithLogger(slog.New(warningLog{&l.warnings})))
+		config.WithDir(c.dir), config.WithEnvironment(env), config.WithSecretFilesUnread(), config.WithLogger(slog.New(warningLog{&l.warnings})))
 	var cerr *config.Error
 	switch {
 	case errors.As(err, &cerr):
@@ -227,7 +227,7 @@ func (c *configCmd) load(env string) (*loaded, int) {
 	}
 	// The values, typed, for the settings the server derives from them.
 	cfg, err := config.Load[loamSections](context.Background(),
-		config.WithDir(c.dir), config.WithEnvironment(env), config.WithLogger(slog.New(slog.DiscardHandler)))
+		config.WithDir(c.dir), config.WithEnvironment(env), config.WithSecretFilesUnread(), config.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		fmt.Fprintln(c.stderr, "loam config:", err)
 		return nil, 1

@@ -187,3 +187,17 @@ func TestEventsSection(t *testing.T) {
 		t.Errorf("validate output:\n%s\nwant the events problem, and no unchecked section", stdout.String())
 	}
 }
+
+// TestValidateWithoutMountedSecrets checks a production configuration
+// away from its pod: a secret read from a mounted file that is not here is
+// no problem, since the file exists only where the service runs.
+func TestValidateWithoutMountedSecrets(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "base.yaml"), []byte("service:\n  name: x\ncache:\n  redis:\n    addresses: [redis:6379]\n    password: file:/nonexistent/loam/redis\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"config", "validate", dir}, &stdout, &stderr); code != 0 {
+		t.Errorf("validate = %d, want 0; stdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
+	}
+}
