@@ -96,10 +96,22 @@
 // alone, any other error as codes.Unknown with a generic message, and a
 // panic as codes.Internal, while the detail goes to the log and the span.
 //
+// # Running as a command
+//
+// Main makes a service's main one line: it loads the service's own
+// configuration type (a struct embedding Config) from the files of the
+// environment --env names, builds the server with the service's
+// constructor, reloads it when the files change, serves until SIGTERM, and
+// exits non-zero on any error, a cut drain included. Run is the same for
+// tests, with a context and arguments.
+//
+//	func main() { service.Main("captures", captures.NewServer) }
+//
 // # Lifecycle
 //
 // Register services, then call Check (in tests), Listen (optional) and
-// Serve once. Shutdown may be called any
+// Serve once. OnShutdown registers what to close once handlers have
+// stopped, such as a database pool. Shutdown may be called any
 // number of times from any goroutine; every call waits for the one drain.
 // The server owns the telemetry it builds itself, and flushes it last.
 package service

@@ -8,55 +8,17 @@
 // Flags named after configuration keys override them; so do environment
 // variables such as CAPTURES_SERVICE__LISTEN_ADDR. SIGTERM or Ctrl-C drains
 // and stops it. The role policy reloads when the files change.
+//
+// In development captures live in memory and events on an in-memory bus;
+// staging and production keep captures in PostgreSQL and send
+// CaptureCreated to NATS through the outbox in the same database.
 package main
 
 import (
-	"context"
-	"flag"
-	"fmt"
-	"os"
-
-	"github.com/loamhq/loam/config"
 	"github.com/loamhq/loam/examples/internal/captures"
+	"github.com/loamhq/loam/service"
 )
 
 func main() {
-	fs := flag.NewFlagSet("captures", flag.ExitOnError)
-	fs.String("env", "", "environment: development, staging or production (default $LOAM_ENV, else development)")
-	dir := fs.String("config", "examples/captures/config", "directory of the configuration files")
-	fs.String("service.listen_addr", "", "gRPC address, overriding the configuration")
-	fs.String("service.admin_addr", "", "admin HTTP address, overriding the configuration")
-	fs.Parse(os.Args[1:])
-	if err := run(context.Background(), fs, *dir); err != nil {
-		fmt.Fprintln(os.Stderr, "captures:", err)
-		os.Exit(1)
-	}
-}
-
-func run(ctx context.Context, fs *flag.FlagSet, dir string) error {
-	opts := []config.Option{config.WithDir(dir), config.WithFlags(fs), config.WithEnvPrefix("CAPTURES")}
-	cfg, err := config.Load[captures.Config](ctx, opts...)
-	if err != nil {
-		return err
-	}
-	srv, err := captures.NewServer(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	// Roles, rules, the log level, fault injection and Loam's own limits
-	// change without a restart; Reload logs what it applied and names what
-	// needs a restart. An invalid change is reported and the last good
-	// configuration stays.
-	w, err := config.Watch[captures.Config](ctx, func(next captures.Config, err error) {
-		if err != nil {
-			srv.Logger().Error("configuration change rejected", "error", err)
-			return
-		}
-		_ = srv.Reload(next.Config) // logs and counts its own outcome
-	}, opts...)
-	if err != nil {
-		return err
-	}
-	defer w.Close()
-	return srv.Serve(ctx)
+	service.Main("captures", captures.NewServer, service.WithConfigDir("examples/captures/config"))
 }

@@ -2,43 +2,35 @@ package main
 
 import (
 	"context"
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/loamhq/loam/examples/internal/exampletest"
+	"github.com/loamhq/loam/examples/internal/impact"
+	"github.com/loamhq/loam/service"
 )
 
-func flags(t *testing.T, args ...string) *flag.FlagSet {
-	t.Helper()
-	fs := flag.NewFlagSet("impact", flag.ContinueOnError)
-	fs.String("env", "", "")
-	fs.String("service.listen_addr", "", "")
-	fs.String("service.admin_addr", "", "")
-	if err := fs.Parse(args); err != nil {
-		t.Fatal(err)
-	}
-	return fs
-}
-
-// TestRunServesEachEnvironment starts the service with each environment's
-// configuration, on free loopback ports, and stops it.
+// TestRunServesEachEnvironment starts the service on each environment's
+// configuration, on free loopback ports, and stops it: development on
+// nothing but the process, staging and production on the local
+// PostgreSQL, NATS and Redis in place of theirs.
 func TestRunServesEachEnvironment(t *testing.T) {
 	for _, env := range []string{"development", "staging", "production"} {
 		t.Run(env, func(t *testing.T) {
-			// The collector of staging and production is not here, and no
-			// load balancer needs a drain delay.
-			t.Setenv("IMPACT_SERVICE__DRAIN_DELAY", "0s")
-			for _, signal := range []string{"TRACES", "METRICS"} {
-				t.Setenv("IMPACT_TELEMETRY__"+signal+"__EXPORTER", "none")
-				t.Setenv("IMPACT_TELEMETRY__"+signal+"__ENDPOINT", "")
+			if env != "development" {
+				schema, db := exampletest.LocalInfra(t, "IMPACT")
+				_ = schema // the database URL already puts it first on the search_path
+				t.Setenv("IMPACT_IMPACT__DATABASE__URL", db)
+				t.Setenv("IMPACT_IMPACT__DATABASE__PASSWORD", "")
 			}
-			ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+			ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
 			defer cancel()
-			fs := flags(t, "--env="+env, "--service.listen_addr=127.0.0.1:0", "--service.admin_addr=127.0.0.1:0")
-			if err := run(ctx, fs, "config"); err != nil {
-				t.Errorf("run(%s) = %v, want a clean stop", env, err)
+			args := []string{"--env=" + env, "--service.listen_addr=127.0.0.1:0", "--service.admin_addr=127.0.0.1:0"}
+			if err := service.Run(ctx, "impact", args, impact.NewServer); err != nil {
+				t.Errorf("Run(%s) = %v, want a clean stop", env, err)
 			}
 		})
 	}
@@ -49,8 +41,8 @@ func TestRunRejectsBadConfig(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "base.yaml"), []byte("service:\n  name: impact\n  listen_adr: 127.0.0.1:0\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	err := run(t.Context(), flags(t), dir)
+	err := service.Run(t.Context(), "impact", []string{"--config", dir}, impact.NewServer)
 	if err == nil || !strings.Contains(err.Error(), "service.listen_adr") || !strings.Contains(err.Error(), "base.yaml:3") {
-		t.Errorf("run(typo in config) = %v, want an error naming service.listen_adr and base.yaml:3", err)
+		t.Errorf("Run(typo in config) = %v, want an error naming service.listen_adr and base.yaml:3", err)
 	}
 }

@@ -29,6 +29,8 @@ import (
 	"regexp"
 	"strings"
 	"text/template"
+
+	"github.com/loamhq/loam/service"
 )
 
 //go:embed all:templates
@@ -119,7 +121,7 @@ func newData(p Params) (data, error) {
 		d.Title += strings.ToUpper(w[:1]) + w[1:]
 	}
 	d.GoName = strings.ReplaceAll(p.Name, "_", "")
-	d.EnvPrefix = strings.ToUpper(p.Name)
+	d.EnvPrefix = service.EnvPrefix(p.Name) // as service.Run reads it
 	host, _, _ := strings.Cut(d.Module, "/")
 	if strings.Contains(host, ".") {
 		parts := strings.Split(host, ".")
