@@ -303,11 +303,11 @@ const file_impact_v1_impact_proto_rawDesc = "" +
 	"\x16ListTopPlantersRequest\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\x05R\x05limit\"O\n" +
 	"\x17ListTopPlantersResponse\x124\n" +
-	"\bplanters\x18\x01 \x03(\v2\x18.impact.v1.PlanterImpactR\bplanters2\x83\x03\n" +
+	"\bplanters\x18\x01 \x03(\v2\x18.impact.v1.PlanterImpactR\bplanters2\xfa\x02\n" +
 	"\rImpactService\x12n\n" +
 	"\x10GetPlanterImpact\x12\".impact.v1.GetPlanterImpactRequest\x1a#.impact.v1.GetPlanterImpactResponse\"\x11\xca\xf3\x18\r\x1a\vimpact.read\x12k\n" +
-	"\x0fListTopPlanters\x12!.impact.v1.ListTopPlantersRequest\x1a\".impact.v1.ListTopPlantersResponse\"\x11\xca\xf3\x18\r\x1a\vimpact.read\x1a\x94\x01\xd2\xf3\x18\x8f\x01\n" +
-	"\vteam-impact\x12\f#team-impact\x18\x03\"Ahttps://github.com/loamhq/loam/tree/main/examples/proto/impact/v1:-org.loam.examples.captures.v1.capture_createdB:Z8github.com/loamhq/loam/examples/proto/impact/v1;impactv1b\x06proto3"
+	"\x0fListTopPlanters\x12!.impact.v1.ListTopPlantersRequest\x1a\".impact.v1.ListTopPlantersResponse\"\x11\xca\xf3\x18\r\x1a\vimpact.read\x1a\x8b\x01\xd2\xf3\x18\x86\x01\n" +
+	"\vteam-impact\x12\f#team-impact\x18\x03\"8https://github.com/loamhq/loam/tree/main/examples/impact:-org.loam.examples.captures.v1.capture_createdB:Z8github.com/loamhq/loam/examples/proto/impact/v1;impactv1b\x06proto3"
 
 var (
 	file_impact_v1_impact_proto_rawDescOnce sync.Once
