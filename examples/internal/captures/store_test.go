@@ -11,21 +11,15 @@ import (
 	"github.com/loamhq/loam/events"
 	"github.com/loamhq/loam/events/memory"
 	"github.com/loamhq/loam/events/pgoutbox"
-	"github.com/loamhq/loam/examples/internal/pgdb"
+	"github.com/loamhq/loam/examples/internal/exampletest"
 	capturesv1 "github.com/loamhq/loam/examples/proto/captures/v1"
-	"github.com/loamhq/loam/internal/testenv"
 )
 
 // postgresStore returns a PostgresStore in a schema of the test's own,
 // and that schema's name and URL.
 func postgresStore(t *testing.T) (_ *PostgresStore, schema, url string) {
 	t.Helper()
-	schema, url = testenv.PostgresSchema(t, "loam_captures")
-	pool, err := pgdb.Open(t.Context(), "test", pgdb.Config{URL: url}, "captures-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool, schema, url := exampletest.PostgresPool(t, "captures")
 	s, err := NewPostgresStore(t.Context(), pool)
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/loamhq/loam/examples/internal/pgdb"
 	"github.com/loamhq/loam/internal/testenv"
 )
 
@@ -32,4 +35,18 @@ func LocalInfra(t *testing.T, prefix string) (schema, dbURL string) {
 	set("CACHE__REDIS__PASSWORD", "")
 	set("CACHE__REDIS__TLS", "false")
 	return testenv.PostgresSchema(t, "loam_"+strings.ToLower(prefix))
+}
+
+// PostgresPool returns a pool on a schema of t's own in the local
+// PostgreSQL, opened as the services open theirs and closed when t ends,
+// with the schema's name and a URL whose sessions find it first.
+func PostgresPool(t *testing.T, name string) (_ *pgxpool.Pool, schema, url string) {
+	t.Helper()
+	schema, url = testenv.PostgresSchema(t, "loam_"+name)
+	pool, err := pgdb.Open(t.Context(), "test", pgdb.Config{URL: url}, name+"-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool, schema, url
 }

@@ -15,10 +15,9 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/loamhq/loam/events"
-	"github.com/loamhq/loam/examples/internal/pgdb"
+	"github.com/loamhq/loam/examples/internal/exampletest"
 	capturesv1 "github.com/loamhq/loam/examples/proto/captures/v1"
 	impactv1 "github.com/loamhq/loam/examples/proto/impact/v1"
-	"github.com/loamhq/loam/internal/testenv"
 	"github.com/loamhq/loam/loamtest"
 	"github.com/loamhq/loam/service"
 )
@@ -194,12 +193,7 @@ func TestStores(t *testing.T) {
 }
 
 func postgresStore(t *testing.T) Store {
-	_, url := testenv.PostgresSchema(t, "loam_impact")
-	pool, err := pgdb.Open(t.Context(), "test", pgdb.Config{URL: url}, "impact-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool, _, _ := exampletest.PostgresPool(t, "impact")
 	s, err := NewPostgresStore(t.Context(), pool)
 	if err != nil {
 		t.Fatal(err)
