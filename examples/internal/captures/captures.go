@@ -22,6 +22,7 @@ import (
 	"github.com/loamhq/loam/authz"
 	"github.com/loamhq/loam/cache"
 	"github.com/loamhq/loam/events"
+	"github.com/loamhq/loam/examples/internal/pgdb"
 	capturesv1 "github.com/loamhq/loam/examples/proto/captures/v1"
 )
 
@@ -251,6 +252,9 @@ func storeError(err error) error {
 		return status.Error(codes.NotFound, "capture not found")
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.FromContextError(err).Err()
+	case errors.Is(err, pgdb.ErrUnavailable):
+		// The detail is the database's: it stays in the log and the span.
+		return status.Error(codes.Unavailable, "captures storage unavailable; try again")
 	}
 	return err // logged and hidden by the service's recovery layer
 }

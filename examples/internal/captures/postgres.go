@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/loamhq/loam/events/pgoutbox"
+	"github.com/loamhq/loam/examples/internal/pgdb"
 	capturesv1 "github.com/loamhq/loam/examples/proto/captures/v1"
 )
 
@@ -50,6 +51,10 @@ func NewPostgresStore(ctx context.Context, pool *pgxpool.Pool) (*PostgresStore, 
 // Create implements Store: the capture's insert and publish share one
 // transaction, which publish finds with pgoutbox.FromContext.
 func (s *PostgresStore) Create(ctx context.Context, c *capturesv1.Capture, publish func(context.Context) error) error {
+	return pgdb.Unavailable(s.create(ctx, c, publish))
+}
+
+func (s *PostgresStore) create(ctx context.Context, c *capturesv1.Capture, publish func(context.Context) error) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `INSERT INTO captures (id, planter_id, species, latitude, longitude, photo_url, capture_time)
 			VALUES ($1, $2, $3, $4, $5, $6, $7)`,
@@ -74,7 +79,7 @@ func (s *PostgresStore) Get(ctx context.Context, id string) (*capturesv1.Capture
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrNotFound
 	}
-	return c, err
+	return c, pgdb.Unavailable(err)
 }
 
 // List implements Store, newest first by seq.
@@ -87,7 +92,7 @@ func (s *PostgresStore) List(ctx context.Context, planterID, after string, limit
 			return nil, false, ErrNotFound
 		}
 		if err != nil {
-			return nil, false, err
+			return nil, false, pgdb.Unavailable(err)
 		}
 		before = &seq
 	}
@@ -96,7 +101,7 @@ func (s *PostgresStore) List(ctx context.Context, planterID, after string, limit
 		ORDER BY seq DESC LIMIT $3`, planterID, before, limit+1)
 	page, err := pgx.CollectRows(rows, scanCapture)
 	if err != nil {
-		return nil, false, err
+		return nil, false, pgdb.Unavailable(err)
 	}
 	if len(page) > limit {
 		return page[:limit], true, nil

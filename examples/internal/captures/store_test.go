@@ -4,15 +4,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/loamhq/loam/events"
 	"github.com/loamhq/loam/events/memory"
 	"github.com/loamhq/loam/events/pgoutbox"
 	"github.com/loamhq/loam/examples/internal/exampletest"
+	"github.com/loamhq/loam/examples/internal/pgdb"
 	capturesv1 "github.com/loamhq/loam/examples/proto/captures/v1"
+	"github.com/loamhq/loam/internal/testenv"
 )
 
 // postgresStore returns a PostgresStore in a schema of the test's own,
@@ -181,5 +187,64 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if err := base.Validate(); err != nil {
 		t.Errorf("LocalConfig().Validate() = %v", err)
+	}
+}
+
+// TestPostgresCutOff cuts the database off under the service: calls fail
+// with Unavailable, naming no detail of the database, and succeed again
+// once it is back, with nothing half-written.
+func TestPostgresCutOff(t *testing.T) {
+	_, _, direct := exampletest.PostgresPool(t, "captures")
+	proxy := testenv.NewProxy(t, testenv.Postgres.HostPort(t))
+	u, err := url.Parse(direct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Host = proxy.Addr()
+	q := u.Query()
+	q.Set("connect_timeout", "2")
+	u.RawQuery = q.Encode()
+	pool, err := pgdb.Open(t.Context(), "test", pgdb.Config{URL: u.String()}, "captures-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	store, err := NewPostgresStore(t.Context(), pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(store)
+	first, err := s.CreateCapture(as("alice"), request("alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	proxy.Cut()
+	ctx, cancel := context.WithTimeout(as("alice"), 10*time.Second)
+	defer cancel()
+	_, err = s.CreateCapture(ctx, request("alice"))
+	if status.Code(err) != codes.Unavailable || strings.Contains(err.Error(), "127.0.0.1") {
+		t.Errorf("CreateCapture with the database cut off = %v, want Unavailable without the database's detail", err)
+	}
+	if _, err := s.GetCapture(ctx, &capturesv1.GetCaptureRequest{Id: first.GetCapture().GetId()}); status.Code(err) != codes.Unavailable {
+		t.Errorf("GetCapture with the database cut off = %v, want Unavailable", err)
+	}
+	if _, err := s.ListCaptures(ctx, &capturesv1.ListCapturesRequest{}); status.Code(err) != codes.Unavailable {
+		t.Errorf("ListCaptures with the database cut off = %v, want Unavailable", err)
+	}
+
+	proxy.Restore()
+	var second *capturesv1.CreateCaptureResponse
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if second, err = s.CreateCapture(ctx, request("alice")); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("CreateCapture 10s after the database is back = %v", err)
+	}
+	page, err := s.ListCaptures(ctx, &capturesv1.ListCapturesRequest{})
+	if err != nil || len(page.GetCaptures()) != 2 || page.GetCaptures()[0].GetId() != second.GetCapture().GetId() {
+		t.Errorf("ListCaptures after the cut = %v, %v; want the first capture and the one after, nothing of the cut", page, err)
 	}
 }

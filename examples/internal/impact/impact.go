@@ -19,6 +19,7 @@ import (
 
 	"github.com/loamhq/loam/cache"
 	"github.com/loamhq/loam/events"
+	"github.com/loamhq/loam/examples/internal/pgdb"
 	capturesv1 "github.com/loamhq/loam/examples/proto/captures/v1"
 	impactv1 "github.com/loamhq/loam/examples/proto/impact/v1"
 )
@@ -206,8 +207,11 @@ func (s *Service) ListTopPlanters(ctx context.Context, req *impactv1.ListTopPlan
 
 // readError maps a store error to the status the client sees.
 func readError(err error) error {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	switch {
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.FromContextError(err).Err()
+	case errors.Is(err, pgdb.ErrUnavailable):
+		return status.Error(codes.Unavailable, "impact storage unavailable; try again")
 	}
 	return err // logged and hidden by the service's recovery layer
 }

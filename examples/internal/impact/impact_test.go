@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/loamhq/loam/events"
 	"github.com/loamhq/loam/examples/internal/exampletest"
+	"github.com/loamhq/loam/examples/internal/pgdb"
 	capturesv1 "github.com/loamhq/loam/examples/proto/captures/v1"
 	impactv1 "github.com/loamhq/loam/examples/proto/impact/v1"
 	"github.com/loamhq/loam/loamtest"
@@ -234,5 +236,26 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if err := base.Validate(); err != nil {
 		t.Errorf("LocalConfig().Validate() = %v", err)
+	}
+}
+
+// downStore answers every read as a database that is gone.
+type downStore struct{ Store }
+
+func (downStore) Impact(context.Context, string) (*impactv1.PlanterImpact, error) {
+	return nil, pgdb.Unavailable(io.ErrUnexpectedEOF)
+}
+
+func (downStore) Top(context.Context, int) ([]*impactv1.PlanterImpact, error) {
+	return nil, pgdb.Unavailable(io.ErrUnexpectedEOF)
+}
+
+func TestReadsWithTheStoreDown(t *testing.T) {
+	s := New(downStore{NewMemoryStore()})
+	if _, err := s.GetPlanterImpact(t.Context(), &impactv1.GetPlanterImpactRequest{PlanterId: "bob"}); status.Code(err) != codes.Unavailable {
+		t.Errorf("GetPlanterImpact with the store down = %v, want Unavailable", err)
+	}
+	if _, err := s.ListTopPlanters(t.Context(), &impactv1.ListTopPlantersRequest{}); status.Code(err) != codes.Unavailable {
+		t.Errorf("ListTopPlanters with the store down = %v, want Unavailable", err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/loamhq/loam/examples/internal/pgdb"
 	capturesv1 "github.com/loamhq/loam/examples/proto/captures/v1"
 	impactv1 "github.com/loamhq/loam/examples/proto/impact/v1"
 )
@@ -52,7 +53,7 @@ func (s *PostgresStore) Apply(ctx context.Context, ev *capturesv1.CaptureCreated
 		VALUES ($1, $2, $3, $4) ON CONFLICT (capture_id) DO NOTHING`,
 		ev.GetCaptureId(), ev.GetPlanterId(), ev.GetSpecies(), at)
 	if err != nil {
-		return false, err
+		return false, pgdb.Unavailable(err)
 	}
 	return tag.RowsAffected() == 1, nil
 }
@@ -64,7 +65,7 @@ func (s *PostgresStore) Impact(ctx context.Context, planterID string) (*impactv1
 	rows, _ := s.pool.Query(ctx, `SELECT `+impactColumns+` FROM impact_captures WHERE planter_id = $1 GROUP BY planter_id`, planterID)
 	all, err := pgx.CollectRows(rows, scanImpact)
 	if err != nil {
-		return nil, err
+		return nil, pgdb.Unavailable(err)
 	}
 	if len(all) == 0 {
 		return &impactv1.PlanterImpact{PlanterId: planterID}, nil
@@ -76,7 +77,8 @@ func (s *PostgresStore) Impact(ctx context.Context, planterID string) (*impactv1
 func (s *PostgresStore) Top(ctx context.Context, n int) ([]*impactv1.PlanterImpact, error) {
 	rows, _ := s.pool.Query(ctx, `SELECT `+impactColumns+` FROM impact_captures
 		GROUP BY planter_id ORDER BY count(*) DESC, planter_id COLLATE "C" LIMIT $1`, n)
-	return pgx.CollectRows(rows, scanImpact)
+	top, err := pgx.CollectRows(rows, scanImpact)
+	return top, pgdb.Unavailable(err)
 }
 
 func scanImpact(row pgx.CollectableRow) (*impactv1.PlanterImpact, error) {

@@ -5,9 +5,14 @@ package pgdb
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/url"
+	"strings"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/loamhq/loam/config"
@@ -57,4 +62,32 @@ func Open(ctx context.Context, key string, cfg Config, app string) (*pgxpool.Poo
 		return nil, fmt.Errorf("connecting to %s.url: %w", key, err)
 	}
 	return pool, nil
+}
+
+// ErrUnavailable is wrapped by Unavailable around the errors of a database
+// that cannot be reached or is going away: the same call may succeed later,
+// and services answer it with codes.Unavailable.
+var ErrUnavailable = errors.New("database unavailable")
+
+// Unavailable returns err wrapped in ErrUnavailable when it is a failure of
+// the connection or the server rather than of the statement: no
+// connection, a connection lost or timed out, the server shutting down or
+// out of resources. Other errors, nil included, come back as they are.
+func Unavailable(err error) error {
+	var pgErr *pgconn.PgError
+	var connErr *pgconn.ConnectError
+	var netErr net.Error
+	switch {
+	case err == nil, errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err
+	case errors.As(err, &pgErr):
+		if c := pgErr.Code; !strings.HasPrefix(c, "08") && !strings.HasPrefix(c, "53") && !strings.HasPrefix(c, "57") {
+			return err
+		}
+	case errors.As(err, &connErr), errors.As(err, &netErr), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		pgconn.Timeout(err), pgconn.SafeToRetry(err):
+	default:
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
 }

@@ -2,9 +2,14 @@ package pgdb_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/loamhq/loam/config"
 	"github.com/loamhq/loam/examples/internal/pgdb"
@@ -42,5 +47,30 @@ func TestOpenFailures(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "hunter2") {
 			t.Errorf("%s: Open() = %v, want an error containing %q and no password", tc.name, err, tc.want)
 		}
+	}
+}
+
+func TestUnavailable(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"connection lost", fmt.Errorf("reading: %w", io.ErrUnexpectedEOF), true},
+		{"server shutting down", &pgconn.PgError{Code: "57P01"}, true},
+		{"connection failure", &pgconn.PgError{Code: "08006"}, true},
+		{"too many connections", &pgconn.PgError{Code: "53300"}, true},
+		{"no such table", &pgconn.PgError{Code: "42P01"}, false},
+		{"duplicate key", &pgconn.PgError{Code: "23505"}, false},
+		{"cancelled", context.Canceled, false},
+		{"another error", errors.New("capture not found"), false},
+	} {
+		got := pgdb.Unavailable(tc.err)
+		if errors.Is(got, pgdb.ErrUnavailable) != tc.want || !errors.Is(got, tc.err) {
+			t.Errorf("%s: Unavailable(%v) = %v; want ErrUnavailable %v, and the error kept", tc.name, tc.err, got, tc.want)
+		}
+	}
+	if pgdb.Unavailable(nil) != nil {
+		t.Error("Unavailable(nil) != nil")
 	}
 }
