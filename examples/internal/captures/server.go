@@ -10,7 +10,6 @@ import (
 	"github.com/loamhq/loam/authz"
 	"github.com/loamhq/loam/cache"
 	"github.com/loamhq/loam/events"
-	"github.com/loamhq/loam/events/pgoutbox"
 	"github.com/loamhq/loam/examples/internal/pgdb"
 	capturesv1 "github.com/loamhq/loam/examples/proto/captures/v1"
 	"github.com/loamhq/loam/service"
@@ -80,7 +79,7 @@ func NewServer(ctx context.Context, cfg Config, opts ...service.Option) (*servic
 		srv.Shutdown(context.WithoutCancel(ctx))
 		return nil, err
 	}
-	store, err := OpenStore(ctx, srv, cfg.Captures.Store, cfg.Events.Outbox)
+	store, err := OpenStore(ctx, srv, cfg)
 	if err != nil {
 		return fail(err)
 	}
@@ -90,13 +89,14 @@ func NewServer(ctx context.Context, cfg Config, opts ...service.Option) (*servic
 	return srv, nil
 }
 
-// OpenStore opens the store named by captures.store for srv: a
-// MemoryStore, or a PostgresStore in the outbox's database, whose pool
-// /readyz checks and srv's Shutdown closes.
-func OpenStore(ctx context.Context, srv *service.Server, kind string, outbox pgoutbox.Config) (Store, error) {
-	if kind != "postgres" {
+// OpenStore opens the store that cfg's captures.store names for srv: a
+// MemoryStore, or a PostgresStore in the database of the events outbox,
+// whose pool /readyz checks and srv's Shutdown closes.
+func OpenStore(ctx context.Context, srv *service.Server, cfg Config) (Store, error) {
+	if cfg.Captures.Store != "postgres" {
 		return NewMemoryStore(), nil
 	}
+	outbox := cfg.Events.Outbox
 	pool, err := pgdb.Open(ctx, "events.outbox", pgdb.Config{URL: outbox.URL, Password: outbox.Password, MaxConns: outbox.MaxConns}, "captures")
 	if err != nil {
 		return nil, fmt.Errorf("captures: %w", err)

@@ -120,7 +120,7 @@ events:
 	t.Cleanup(func() { tel.Shutdown(context.Background()) })
 	capSrv := loamtest.StartServer(t, capCfg.Config, func(r grpc.ServiceRegistrar) {
 		srv := r.(*service.Server)
-		store, err := captures.OpenStore(t.Context(), srv, capCfg.Captures.Store, capCfg.Events.Outbox)
+		store, err := captures.OpenStore(t.Context(), srv, capCfg)
 		if err == nil {
 			err = captures.Register(t.Context(), srv, store)
 		}
