@@ -8,6 +8,8 @@ package captures
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base32"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -16,6 +18,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/loamhq/loam/authn"
@@ -87,7 +90,7 @@ func (s *Service) CreateCapture(ctx context.Context, req *capturesv1.CreateCaptu
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	c := &capturesv1.Capture{
-		Id:        newID(),
+		Id:        captureID(req),
 		PlanterId: req.GetPlanterId(),
 		Species:   req.GetSpecies(),
 		Location:  req.GetLocation(),
@@ -113,10 +116,27 @@ func (s *Service) CreateCapture(ctx context.Context, req *capturesv1.CreateCaptu
 		}
 		return nil
 	}
-	if err := s.store.Create(ctx, c, publish); err != nil {
+	err := s.store.Create(ctx, c, publish)
+	if errors.Is(err, ErrExists) && req.GetRequestId() != "" {
+		return s.retried(ctx, c)
+	}
+	if err != nil {
 		return nil, storeError(err)
 	}
 	return &capturesv1.CreateCaptureResponse{Capture: c}, nil
+}
+
+// retried answers a CreateCapture whose request_id an earlier call used:
+// with the capture that call recorded, when it is the same capture.
+func (s *Service) retried(ctx context.Context, c *capturesv1.Capture) (*capturesv1.CreateCaptureResponse, error) {
+	first, err := s.store.Get(ctx, c.GetId())
+	if err != nil {
+		return nil, storeError(err)
+	}
+	if !proto.Equal(first, c) {
+		return nil, status.Error(codes.AlreadyExists, "request_id: already used for another capture")
+	}
+	return &capturesv1.CreateCaptureResponse{Capture: first}, nil
 }
 
 // GetCapture returns a capture: any capture to a caller with ReadAll, the
@@ -231,6 +251,9 @@ func (s *Service) validate(req *capturesv1.CreateCaptureRequest) error {
 	} else if lat, lng := loc.GetLatitude(), loc.GetLongitude(); lat < -90 || lat > 90 || lng < -180 || lng > 180 {
 		errs = append(errs, errors.New("location: latitude must lie in [-90, 90] and longitude in [-180, 180]"))
 	}
+	if len(req.GetRequestId()) > maxIDLen {
+		errs = append(errs, fmt.Errorf("request_id: longer than %d bytes", maxIDLen))
+	}
 	if len(req.GetPhotoUrl()) > maxPhotoURLLen {
 		errs = append(errs, fmt.Errorf("photo_url: longer than %d bytes", maxPhotoURLLen))
 	} else if u, err := url.Parse(req.GetPhotoUrl()); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
@@ -264,4 +287,13 @@ func decodeToken(tok string) (string, error) {
 	return string(b), err
 }
 
-func newID() string { return "cap_" + rand.Text()[:16] }
+// captureID is a new capture's id: random, or, for a request with a
+// request_id, derived from it and the planter, so that a retry finds the
+// capture of the first call.
+func captureID(req *capturesv1.CreateCaptureRequest) string {
+	if req.GetRequestId() == "" {
+		return "cap_" + rand.Text()[:16]
+	}
+	sum := sha256.Sum256([]byte(req.GetPlanterId() + "\x00" + req.GetRequestId()))
+	return "cap_" + base32.StdEncoding.EncodeToString(sum[:])[:16]
+}

@@ -56,12 +56,15 @@ func (s *PostgresStore) Create(ctx context.Context, c *capturesv1.Capture, publi
 
 func (s *PostgresStore) create(ctx context.Context, c *capturesv1.Capture, publish func(context.Context) error) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `INSERT INTO captures (id, planter_id, species, latitude, longitude, photo_url, capture_time)
-			VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		tag, err := tx.Exec(ctx, `INSERT INTO captures (id, planter_id, species, latitude, longitude, photo_url, capture_time)
+			VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING`,
 			c.GetId(), c.GetPlanterId(), c.GetSpecies(), c.GetLocation().GetLatitude(), c.GetLocation().GetLongitude(),
 			c.GetPhotoUrl(), c.GetCaptureTime().AsTime())
 		if err != nil {
 			return fmt.Errorf("storing capture %s: %w", c.GetId(), err)
+		}
+		if tag.RowsAffected() == 0 {
+			return ErrExists
 		}
 		if publish == nil {
 			return nil

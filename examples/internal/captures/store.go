@@ -15,15 +15,18 @@ import (
 // ErrNotFound is returned by Store.Get for an unknown id.
 var ErrNotFound = errors.New("capture not found")
 
+// ErrExists is returned by Store.Create for an id that is already stored;
+// nothing is stored and publish does not run.
+var ErrExists = errors.New("capture id already stored")
+
 // Store keeps captures. Implementations must be safe for concurrent use;
 // they own the captures they are given and return copies.
 type Store interface {
-	// Create stores c, whose id is set and unique, and then runs publish
-	// (when not nil) to announce it. A store with transactions runs
-	// publish inside the one that stores c, with a context that carries
-	// it (pgoutbox.NewContext), and stores nothing if publish fails. A
-	// store without them keeps c whatever publish returns, and says so in
-	// its error.
+	// Create stores c, whose id is set, and then runs publish (when not
+	// nil) to announce it; if publish fails, c is not stored. A store with
+	// transactions runs publish inside the one that stores c, with a
+	// context that carries it (pgoutbox.NewContext). An id already stored
+	// is ErrExists, and publish does not run.
 	Create(ctx context.Context, c *capturesv1.Capture, publish func(context.Context) error) error
 	// Get returns the capture with id, or ErrNotFound.
 	Get(ctx context.Context, id string) (*capturesv1.Capture, error)
@@ -46,7 +49,10 @@ func NewMemoryStore() *MemoryStore {
 }
 
 // Create implements Store. Memory has no transactions: a capture whose
-// publish fails stays stored, and the caller is told so.
+// publish fails is removed again, so that a retry records and announces it
+// anew. An event that the broker took before reporting a failure may then
+// name a capture that is not stored; only the outbox (PostgresStore) rules
+// that out.
 func (s *MemoryStore) Create(ctx context.Context, c *capturesv1.Capture, publish func(context.Context) error) error {
 	if err := s.put(ctx, c); err != nil {
 		return err
@@ -55,9 +61,20 @@ func (s *MemoryStore) Create(ctx context.Context, c *capturesv1.Capture, publish
 		return nil
 	}
 	if err := publish(ctx); err != nil {
-		return fmt.Errorf("capture %s stored, not announced: %w", c.GetId(), err)
+		s.remove(c.GetId())
+		return fmt.Errorf("capture %s not stored: %w", c.GetId(), err)
 	}
 	return nil
+}
+
+// remove takes back the capture put last with id.
+func (s *MemoryStore) remove(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.byID, id)
+	if i := slices.Index(s.order, id); i >= 0 {
+		s.order = slices.Delete(s.order, i, i+1)
+	}
 }
 
 func (s *MemoryStore) put(ctx context.Context, c *capturesv1.Capture) error {
@@ -67,7 +84,7 @@ func (s *MemoryStore) put(ctx context.Context, c *capturesv1.Capture) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, dup := s.byID[c.GetId()]; dup {
-		return errors.New("duplicate capture id " + c.GetId())
+		return ErrExists
 	}
 	s.byID[c.GetId()] = proto.CloneOf(c)
 	s.order = append(s.order, c.GetId())

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/loamhq/loam/events"
 	"github.com/loamhq/loam/events/memory"
@@ -73,8 +75,9 @@ func TestStores(t *testing.T) {
 				t.Errorf("List(after missing) = %v, want ErrNotFound", err)
 			}
 			dup := &capturesv1.Capture{Id: ids[0], PlanterId: "alice", Location: &capturesv1.Location{}, CaptureTime: request("alice").CaptureTime}
-			if err := s.Create(ctx, dup, nil); err == nil {
-				t.Error("Create(duplicate id) = nil, want an error")
+			published := false
+			if err := s.Create(ctx, dup, func(context.Context) error { published = true; return nil }); !errors.Is(err, ErrExists) || published {
+				t.Errorf("Create(duplicate id) = %v, published %v; want ErrExists and nothing published", err, published)
 			}
 			ctx, cancel := context.WithCancel(ctx)
 			cancel()
@@ -85,28 +88,24 @@ func TestStores(t *testing.T) {
 	}
 }
 
-// TestPublishFailure shows what the outbox is for: in Postgres a capture
-// whose event cannot be written is not stored either; in memory it stays
-// stored, and the caller is told so.
+// TestPublishFailure holds both stores to one rule: a capture whose event
+// cannot be published is not stored.
 func TestPublishFailure(t *testing.T) {
 	pg, _, _ := postgresStore(t)
 	refuse := func(context.Context) error { return errors.New("broker refused") }
 	for name, s := range map[string]Store{"memory": NewMemoryStore(), "postgres": pg} {
 		c := &capturesv1.Capture{Id: "cap_" + name, PlanterId: "alice", Location: &capturesv1.Location{}, CaptureTime: request("alice").CaptureTime}
-		err := s.Create(t.Context(), c, refuse)
-		if err == nil {
-			t.Fatalf("%s: Create with a failing publish = nil, want its error", name)
+		if err := s.Create(t.Context(), c, refuse); err == nil || !strings.Contains(err.Error(), "broker refused") {
+			t.Errorf("%s: Create with a failing publish = %v, want its error", name, err)
 		}
-		_, getErr := s.Get(t.Context(), c.Id)
-		switch name {
-		case "memory":
-			if getErr != nil || !strings.Contains(err.Error(), "stored, not announced") {
-				t.Errorf("memory: Create = %v, Get = %v; want the capture kept and the error saying so", err, getErr)
-			}
-		case "postgres":
-			if !errors.Is(getErr, ErrNotFound) {
-				t.Errorf("postgres: Get after a failed publish = %v, want ErrNotFound: the transaction rolled back", getErr)
-			}
+		if _, err := s.Get(t.Context(), c.Id); !errors.Is(err, ErrNotFound) {
+			t.Errorf("%s: Get after a failed publish = %v, want ErrNotFound", name, err)
+		}
+		if page, _, err := s.List(t.Context(), "", "", 10); err != nil || len(page) != 0 {
+			t.Errorf("%s: List after a failed publish = %v, %v; want nothing", name, page, err)
+		}
+		if err := s.Create(t.Context(), c, nil); err != nil {
+			t.Errorf("%s: Create again after a failed publish = %v, want the capture recorded", name, err)
 		}
 	}
 }
@@ -246,5 +245,74 @@ func TestPostgresCutOff(t *testing.T) {
 	page, err := s.ListCaptures(ctx, &capturesv1.ListCapturesRequest{})
 	if err != nil || len(page.GetCaptures()) != 2 || page.GetCaptures()[0].GetId() != second.GetCapture().GetId() {
 		t.Errorf("ListCaptures after the cut = %v, %v; want the first capture and the one after, nothing of the cut", page, err)
+	}
+}
+
+// TestCreateCaptureIdempotent retries CreateCapture with one request_id on
+// both stores: one capture, one event, the first call's answer; the same
+// request_id for another capture is refused; another planter's is theirs.
+func TestCreateCaptureIdempotent(t *testing.T) {
+	pg, _, _ := postgresStore(t)
+	for name, store := range map[string]Store{"memory": NewMemoryStore(), "postgres": pg} {
+		t.Run(name, func(t *testing.T) {
+			_, topic := memoryTopic(t)
+			var mu sync.Mutex
+			announced := map[string]int{}
+			if _, err := topic.Subscribe(t.Context(), "test", func(_ context.Context, e *events.Event[*capturesv1.CaptureCreated]) error {
+				mu.Lock()
+				defer mu.Unlock()
+				announced[e.Data.GetCaptureId()]++
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			s := New(store, WithPublisher(topic))
+			req := request("alice")
+			req.RequestId = "0b6f3c1e-" + name
+			first, err := s.CreateCapture(as("alice"), req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			again, err := s.CreateCapture(as("alice"), req)
+			if err != nil || !proto.Equal(again.GetCapture(), first.GetCapture()) {
+				t.Errorf("CreateCapture retried = %v, %v; want the first call's capture %v", again, err, first.GetCapture())
+			}
+			other := request("alice")
+			other.RequestId, other.Species = req.RequestId, "Fagus sylvatica"
+			if _, err := s.CreateCapture(as("alice"), other); status.Code(err) != codes.AlreadyExists {
+				t.Errorf("CreateCapture(another capture, same request_id) = %v, want AlreadyExists", err)
+			}
+			bobs := request("bob")
+			bobs.RequestId = req.RequestId
+			bob, err := s.CreateCapture(as("bob"), bobs)
+			if err != nil || bob.GetCapture().GetId() == first.GetCapture().GetId() {
+				t.Errorf("bob's CreateCapture with alice's request_id = %v, %v; want a capture of bob's own", bob, err)
+			}
+			long := request("alice")
+			long.RequestId = strings.Repeat("r", 129)
+			if _, err := s.CreateCapture(as("alice"), long); status.Code(err) != codes.InvalidArgument {
+				t.Errorf("CreateCapture(129-byte request_id) = %v, want InvalidArgument", err)
+			}
+			page, err := s.ListCaptures(as("alice"), &capturesv1.ListCapturesRequest{})
+			if err != nil || len(page.GetCaptures()) != 1 {
+				t.Errorf("alice's captures = %v, %v; want one", page, err)
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				mu.Lock()
+				n := len(announced)
+				mu.Unlock()
+				if n == 2 || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			time.Sleep(100 * time.Millisecond) // room for a second announcement, were there one
+			mu.Lock()
+			defer mu.Unlock()
+			if announced[first.GetCapture().GetId()] != 1 || announced[bob.GetCapture().GetId()] != 1 || len(announced) != 2 {
+				t.Errorf("CaptureCreated announced %v, want alice's capture and bob's once each", announced)
+			}
+		})
 	}
 }

@@ -186,7 +186,13 @@ type CreateCaptureRequest struct {
 	// photo_url links to the photo of the tree.
 	PhotoUrl string `protobuf:"bytes,4,opt,name=photo_url,json=photoUrl,proto3" json:"photo_url,omitempty"`
 	// capture_time is when the photo was taken.
-	CaptureTime   *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=capture_time,json=captureTime,proto3" json:"capture_time,omitempty"`
+	CaptureTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=capture_time,json=captureTime,proto3" json:"capture_time,omitempty"`
+	// request_id, when set, makes the call safe to retry: a later call of the
+	// same planter with the same request_id returns the capture the first
+	// one recorded, and records and announces nothing more. Reusing it for
+	// a different capture fails with ALREADY_EXISTS. At most 128 bytes; a
+	// UUID per capture on the device is a good choice.
+	RequestId     string `protobuf:"bytes,6,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -254,6 +260,13 @@ func (x *CreateCaptureRequest) GetCaptureTime() *timestamppb.Timestamp {
 		return x.CaptureTime
 	}
 	return nil
+}
+
+func (x *CreateCaptureRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
 }
 
 // CreateCaptureResponse carries the recorded capture.
@@ -603,14 +616,16 @@ const file_captures_v1_captures_proto_rawDesc = "" +
 	"\aspecies\x18\x03 \x01(\tR\aspecies\x121\n" +
 	"\blocation\x18\x04 \x01(\v2\x15.captures.v1.LocationR\blocation\x12\x1b\n" +
 	"\tphoto_url\x18\x05 \x01(\tR\bphotoUrl\x12=\n" +
-	"\fcapture_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vcaptureTime\"\xde\x01\n" +
+	"\fcapture_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vcaptureTime\"\xfd\x01\n" +
 	"\x14CreateCaptureRequest\x12\x1d\n" +
 	"\n" +
 	"planter_id\x18\x01 \x01(\tR\tplanterId\x12\x18\n" +
 	"\aspecies\x18\x02 \x01(\tR\aspecies\x121\n" +
 	"\blocation\x18\x03 \x01(\v2\x15.captures.v1.LocationR\blocation\x12\x1b\n" +
 	"\tphoto_url\x18\x04 \x01(\tR\bphotoUrl\x12=\n" +
-	"\fcapture_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vcaptureTime\"G\n" +
+	"\fcapture_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vcaptureTime\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x06 \x01(\tR\trequestId\"G\n" +
 	"\x15CreateCaptureResponse\x12.\n" +
 	"\acapture\x18\x01 \x01(\v2\x14.captures.v1.CaptureR\acapture\"#\n" +
 	"\x11GetCaptureRequest\x12\x0e\n" +
