@@ -181,6 +181,7 @@ func (e *env) close() {
 func (e *env) scenario() []step {
 	p := e.people
 	var aliceCapture, bobCapture string
+	captured := timestamppb.New(time.Now().Add(-time.Hour).Truncate(time.Second))
 	create := func(planter string, id *string) func(context.Context, capturesv1.CaptureServiceClient) (string, error) {
 		return func(ctx context.Context, c capturesv1.CaptureServiceClient) (string, error) {
 			resp, err := c.CreateCapture(ctx, &capturesv1.CreateCaptureRequest{
@@ -188,15 +189,20 @@ func (e *env) scenario() []step {
 				Species:     "Quercus robur",
 				Location:    &capturesv1.Location{Latitude: 52.37, Longitude: 4.89},
 				PhotoUrl:    "https://photos.example.org/" + planter + ".jpg",
-				CaptureTime: timestamppb.New(time.Now().Add(-time.Hour)),
+				CaptureTime: captured,
+				RequestId:   planter + "-oak-1", // a retry of this call records nothing more
 			})
 			if err != nil {
 				return "", err
 			}
-			if id != nil {
-				*id = resp.GetCapture().GetId()
+			if id == nil {
+				return "created " + resp.GetCapture().GetId(), nil
 			}
-			return "created " + resp.GetCapture().GetId(), nil
+			if *id == resp.GetCapture().GetId() {
+				return "the same " + *id + ", recorded and announced once", nil
+			}
+			*id = resp.GetCapture().GetId()
+			return "created " + *id, nil
 		}
 	}
 	list := func(planter string) func(context.Context, capturesv1.CaptureServiceClient) (string, error) {
@@ -247,6 +253,7 @@ func (e *env) scenario() []step {
 		}},
 		{who: p["anonymous"], what: "ListCaptures", want: codes.Unauthenticated, call: list("")},
 		{who: p["alice"], what: "CreateCapture for alice", want: codes.OK, call: create("alice", &aliceCapture)},
+		{who: p["alice"], what: "CreateCapture for alice, retried", want: codes.OK, call: create("alice", &aliceCapture)},
 		{who: p["alice"], what: "CreateCapture for bob", want: codes.PermissionDenied, call: create("bob", nil)},
 		{who: p["bob"], what: "CreateCapture for bob", want: codes.OK, call: create("bob", &bobCapture)},
 		{who: p["alice"], what: "ListCaptures", want: codes.OK, call: list("")},

@@ -36,6 +36,7 @@ func TestScenario(t *testing.T) {
 		{codes.OK, "SERVING", "exempt"},
 		{codes.Unauthenticated, "authentication required", "authn: missing"},
 		{codes.OK, "created cap_", "authz: allow captures.create (granted)"},
+		{codes.OK, "the same cap_", "authz: allow captures.create (granted)"},
 		{codes.PermissionDenied, "permission denied", "authz: deny captures.create (condition_false)"},
 		{codes.OK, "created cap_", "authz: allow captures.create (granted)"},
 		{codes.OK, "1 captures map[alice:1]", "authz: allow captures.read (granted)"},
@@ -68,7 +69,7 @@ func TestRun(t *testing.T) {
 	if err := run(t.Context(), &out, io.Discard, false); err != nil {
 		t.Fatalf("run() = %v\n%s", err, out.String())
 	}
-	for _, want := range []string{"Loam demo: the captures service on 127.0.0.1:", "the impact service on 127.0.0.1:", "All 13 decisions as expected", "/metrics"} {
+	for _, want := range []string{"Loam demo: the captures service on 127.0.0.1:", "the impact service on 127.0.0.1:", "All 14 decisions as expected", "/metrics"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
