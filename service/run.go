@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/loamhq/loam/config"
 )
@@ -81,44 +82,80 @@ func Run[C Configuration](ctx context.Context, name string, args []string, build
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
-		return err
+		return usageError{err} // the flag package has printed it, and the usage
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q: configuration is set with flags such as --service.listen_addr=ADDR", fs.Arg(0))
+		fmt.Fprintf(o.stderr, "unexpected argument %q: configuration is set with flags such as --service.listen_addr=ADDR\n", fs.Arg(0))
+		fs.Usage()
+		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
 	}
-	loadOpts := []config.Option{config.WithDir(*dir), config.WithFlags(fs), config.WithEnvPrefix(EnvPrefix(name))}
-	cfg, err := config.Load[C](ctx, loadOpts...)
-	if err != nil {
-		return err
-	}
-	srv, err := build(ctx, cfg)
-	if err != nil {
-		return err
-	}
+	// The watch loads the configuration the server is built from, so that
+	// a change made while it is built is not missed: it is held, and
+	// applied once the server exists.
+	var mu sync.Mutex
+	var srv *Server
+	var pending *C       // a change that came while the server was built
+	var pendingErr error // a rejected one
 	w, err := config.Watch[C](ctx, func(next C, err error) {
-		if err != nil {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case srv == nil && err != nil:
+			pendingErr = err
+		case srv == nil:
+			pending, pendingErr = &next, nil
+		case err != nil:
 			srv.Logger().Error("configuration change rejected", "error", err)
-			return
+		default:
+			_ = srv.Reload(next.ServiceConfig()) // logs and counts its own outcome
 		}
-		_ = srv.Reload(next.ServiceConfig()) // logs and counts its own outcome
-	}, loadOpts...)
+	}, config.WithDir(*dir), config.WithFlags(fs), config.WithEnvPrefix(EnvPrefix(name)))
 	if err != nil {
-		srv.Shutdown(context.WithoutCancel(ctx))
 		return err
 	}
 	defer w.Close()
+	built, err := build(ctx, w.Current())
+	if err != nil {
+		return err
+	}
+	// Reload needs the built chain; a server that cannot build it fails in
+	// Serve, which releases what it holds.
+	if err := built.Check(); err != nil {
+		return built.Serve(ctx)
+	}
+	mu.Lock()
+	srv = built
+	if pending != nil {
+		_ = srv.Reload((*pending).ServiceConfig())
+	}
+	if pendingErr != nil {
+		srv.Logger().Error("configuration change rejected", "error", pendingErr)
+	}
+	mu.Unlock()
 	return srv.Serve(ctx)
 }
 
+// usageError is a command line that Run's flags refuse; the flag package
+// has already printed it with the usage.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
 // Main is Run for a service's func main, with os.Args: on an error it
 // prints "name: error" to standard error and exits 1, so that an
-// orchestrator records a failed start or an unclean stop.
+// orchestrator records a failed start or an unclean stop; on a command
+// line its flags refuse, which Run has printed with the usage, it exits 2.
 //
 //	func main() {
 //		service.Main("captures", captures.NewServer, service.WithConfigDir("examples/captures/config"))
 //	}
 func Main[C Configuration](name string, build Builder[C], opts ...RunOption) {
-	if err := Run(context.Background(), name, os.Args[1:], build, opts...); err != nil {
+	err := Run(context.Background(), name, os.Args[1:], build, opts...)
+	if errors.As(err, new(usageError)) {
+		os.Exit(2) // as the flag package does; the error is printed
+	}
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 		os.Exit(1)
 	}

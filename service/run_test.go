@@ -3,6 +3,8 @@ package service_test
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/loamhq/loam/internal/stubserver"
 	"github.com/loamhq/loam/service"
+	"github.com/loamhq/loam/telemetry"
 )
 
 // ordersConfig is a service's own configuration type: Loam's sections and
@@ -90,6 +93,7 @@ func TestRunFailures(t *testing.T) {
 		{"a typo in a key", map[string]string{"base.yaml": "service:\n  name: orders\n  listen_adr: 127.0.0.1:0\n"}, nil, "base.yaml:3"},
 		{"a missing section of the service's own", map[string]string{"base.yaml": "service:\n  name: orders\n"}, nil, "orders.region"},
 		{"an unknown flag", nil, []string{"--config", good, "--verbose"}, "flag provided but not defined: -verbose"},
+		{"a flag without its value", nil, []string{"--config"}, "flag needs an argument"},
 		{"a flag naming no key", nil, []string{"--config", good, "--service.listen_adr=:1"}, "service.listen_adr"},
 		{"an argument", nil, []string{"--config", good, "serve"}, `unexpected argument "serve"`},
 		{"a missing directory", nil, []string{"--config", good + "/nowhere"}, "nowhere"},
@@ -141,5 +145,44 @@ func TestEnvPrefix(t *testing.T) {
 		if got := service.EnvPrefix(name); got != want {
 			t.Errorf("EnvPrefix(%q) = %q, want %q", name, got, want)
 		}
+	}
+}
+
+// TestRunAppliesAChangeMadeWhileBuilding changes the files while the
+// server is being built: the change is applied once it is.
+func TestRunAppliesAChangeMadeWhileBuilding(t *testing.T) {
+	dir := writeFiles(t, map[string]string{"base.yaml": ordersBase})
+	logs := &syncBuffer{}
+	tel, err := telemetry.New(t.Context(), telemetry.Config{}, telemetry.WithLogOutput(logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	build := func(ctx context.Context, cfg ordersConfig, opts ...service.Option) (*service.Server, error) {
+		changed := strings.Replace(ordersBase, "drain_delay: 0s", "drain_delay: 0s\n  limits:\n    max_concurrent_calls: 7", 1)
+		if err := os.WriteFile(filepath.Join(dir, "base.yaml"), []byte(changed), 0o644); err != nil {
+			return nil, err
+		}
+		time.Sleep(500 * time.Millisecond) // past the watch's debounce: the change arrives mid-build
+		srv, err := service.New(ctx, cfg.Config, append(opts, service.WithTelemetry(tel))...)
+		if err == nil {
+			(&stubserver.Stub{}).Register(srv)
+		}
+		return srv, err
+	}
+	done := make(chan error, 1)
+	go func() { done <- service.Run(ctx, "orders", []string{"--config", dir}, build) }()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logs.String(), "config reloaded"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reload within 10s of a change made while building; logs:\n%s", logs.String())
+		}
+	}
+	if !strings.Contains(logs.String(), "max_concurrent_calls") {
+		t.Errorf("reload log does not name the changed key:\n%s", logs.String())
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run() = %v", err)
 	}
 }
