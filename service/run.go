@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 	"sync"
@@ -39,8 +38,7 @@ type runOption func(*runOptions)
 func (f runOption) apply(o *runOptions) { f(o) }
 
 type runOptions struct {
-	dir    string
-	stderr io.Writer
+	dir string
 }
 
 // WithConfigDir sets the directory of the configuration files that --config
@@ -65,15 +63,15 @@ func WithConfigDir(dir string) RunOption {
 // for name "captures".
 //
 // Run returns the first error: a flag, a configuration problem (naming the
-// key and the file and line it came from), build's error, or Serve's,
-// ErrCallsCut included. -h prints the flags and returns nil.
+// key and the file and line it came from), build's error (a nil server is
+// one), or Serve's, ErrCallsCut included. -h prints the flags and returns
+// nil. Run serves one server; call it once per process.
 func Run[C Configuration](ctx context.Context, name string, args []string, build Builder[C], opts ...RunOption) error {
-	o := runOptions{dir: "config", stderr: os.Stderr}
+	o := runOptions{dir: "config"}
 	for _, opt := range opts {
 		opt.apply(&o)
 	}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(o.stderr)
 	fs.String("env", "", "environment: development, staging or production (default $LOAM_ENV, else development)")
 	dir := fs.String("config", o.dir, "directory of the configuration files")
 	fs.String("service.listen_addr", "", "gRPC address, overriding the configuration")
@@ -85,7 +83,7 @@ func Run[C Configuration](ctx context.Context, name string, args []string, build
 		return usageError{err} // the flag package has printed it, and the usage
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(o.stderr, "unexpected argument %q: configuration is set with flags such as --service.listen_addr=ADDR\n", fs.Arg(0))
+		fmt.Fprintf(fs.Output(), "unexpected argument %q: configuration is set with flags such as --service.listen_addr=ADDR\n", fs.Arg(0))
 		fs.Usage()
 		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
 	}
@@ -117,6 +115,9 @@ func Run[C Configuration](ctx context.Context, name string, args []string, build
 	built, err := build(ctx, w.Current())
 	if err != nil {
 		return err
+	}
+	if built == nil {
+		return errors.New("service: the build function returned no server and no error")
 	}
 	// Reload needs the built chain; a server that cannot build it fails in
 	// Serve, which releases what it holds.

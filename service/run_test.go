@@ -112,6 +112,10 @@ func TestRunFailures(t *testing.T) {
 	if err := service.Run(t.Context(), "orders", []string{"--config", good}, refuse); !errors.Is(err, errBuild) {
 		t.Errorf("Run() with a failing build = %v, want its error", err)
 	}
+	noServer := func(context.Context, ordersConfig, ...service.Option) (*service.Server, error) { return nil, nil }
+	if err := service.Run(t.Context(), "orders", []string{"--config", good}, noServer); err == nil || !strings.Contains(err.Error(), "no server") {
+		t.Errorf("Run() with a build that returns nothing = %v, want an error", err)
+	}
 	if err := service.Run(t.Context(), "orders", []string{"-h"}, refuse); err != nil {
 		t.Errorf("Run(-h) = %v, want nil", err)
 	}

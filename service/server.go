@@ -246,6 +246,7 @@ type Server struct {
 	stopped  chan struct{}
 	stopErr  error
 	onStop   []func(context.Context) error // guarded by mu
+	hooksRan bool                          // Shutdown has taken onStop; guarded by mu
 }
 
 type registration struct {
@@ -465,11 +466,21 @@ func (s *Server) SetServing(service string, serving bool) {
 // and the bus has stopped its subscriptions' handlers, and before the
 // cache closes: the place to close what handlers use, such as a database
 // pool. Functions run in the reverse order of registration, each with
-// Shutdown's context; their errors join Shutdown's.
+// Shutdown's context; their errors join Shutdown's. OnShutdown is safe for
+// concurrent use. Registered once Shutdown has passed that point, f runs at
+// once, in the caller's goroutine, and its error is logged: what it closes
+// is never left open.
 func (s *Server) OnShutdown(f func(ctx context.Context) error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.onStop = append(s.onStop, f)
+	if !s.hooksRan {
+		s.onStop = append(s.onStop, f)
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Unlock()
+	if err := f(context.Background()); err != nil {
+		s.log.Error("shutdown hook registered after shutdown failed", "error", err)
+	}
 }
 
 // AddReadinessCheck registers a check that /readyz runs, such as the reach
@@ -661,6 +672,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		// Nothing of the service runs any more: release what it holds.
 		s.mu.Lock()
 		hooks := s.onStop
+		s.onStop, s.hooksRan = nil, true
 		s.mu.Unlock()
 		for _, f := range slices.Backward(hooks) {
 			if err := f(ctx); err != nil {

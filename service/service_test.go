@@ -893,30 +893,27 @@ func TestInterceptorOrder(t *testing.T) {
 }
 
 // TestOnShutdownRunsAfterDrain checks that shutdown hooks run once the
-// calls in flight have ended, in reverse order, and that their errors
+// handlers in flight have returned, in reverse order, and that their errors
 // reach Shutdown's caller.
 func TestOnShutdownRunsAfterDrain(t *testing.T) {
 	entered, release := make(chan struct{}), make(chan struct{})
-	r := start(t, testConfig(), blockingStub(entered, release))
+	var returned atomic.Bool
+	r := start(t, testConfig(), &stubserver.Stub{Unary: func(ctx context.Context, in *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+		close(entered)
+		<-release
+		returned.Store(true)
+		return in, nil
+	}})
 	var order []string
-	finished := make(chan error, 1)
 	r.srv.OnShutdown(func(context.Context) error {
-		select {
-		case err := <-finished:
-			order = append(order, fmt.Sprintf("first registered, after the call (%v)", err))
-		default:
-			order = append(order, "first registered, while a call was in flight")
-		}
+		order = append(order, fmt.Sprintf("first registered, handler returned: %v", returned.Load()))
 		return errors.New("pool: closing")
 	})
 	r.srv.OnShutdown(func(context.Context) error {
 		order = append(order, "second registered")
 		return nil
 	})
-	go func() {
-		_, err := stubserver.Unary(context.Background(), r.conn, "block")
-		finished <- err
-	}()
+	go stubserver.Unary(context.Background(), r.conn, "slow")
 	<-entered
 	shutdown := make(chan error, 1)
 	go func() { shutdown <- r.srv.Shutdown(context.Background()) }()
@@ -926,10 +923,24 @@ func TestOnShutdownRunsAfterDrain(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "pool: closing") {
 		t.Errorf("Shutdown() = %v, want the hook's error", err)
 	}
-	want := []string{"second registered", "first registered, after the call (<nil>)"}
+	want := []string{"second registered", "first registered, handler returned: true"}
 	if !slices.Equal(order, want) {
 		t.Errorf("hooks ran as %q, want %q", order, want)
 	}
 	<-r.done
 	r.done <- nil // for the cleanup
+}
+
+// TestOnShutdownAfterShutdown registers a hook on a server that has shut
+// down: it runs at once rather than never.
+func TestOnShutdownAfterShutdown(t *testing.T) {
+	r := start(t, testConfig(), &stubserver.Stub{})
+	if err := r.srv.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ran := false
+	r.srv.OnShutdown(func(context.Context) error { ran = true; return nil })
+	if !ran {
+		t.Error("a hook registered after Shutdown never ran")
+	}
 }
