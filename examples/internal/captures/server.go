@@ -35,21 +35,28 @@ type Settings struct {
 // Validate reports every problem of cfg: Loam's sections', and a store
 // and an outbox that do not go together.
 func (cfg Config) Validate() error {
-	errs := []error{cfg.Config.Validate()}
+	return errors.Join(cfg.Config.Validate(), cfg.checkStore())
+}
+
+// checkStore refuses a store and an outbox that do not go together: a
+// Postgres store publishing beside the outbox would announce captures
+// whose transaction may roll back, and the outbox over memory has no
+// transaction to join.
+func (cfg Config) checkStore() error {
 	outbox := cfg.Events.Outbox.Enabled
 	switch cfg.Captures.Store {
 	case "postgres":
 		if !outbox {
-			errs = append(errs, errors.New("captures.store: postgres keeps captures in the database of the events outbox; set events.outbox.enabled and events.outbox.url, so that a capture and its CaptureCreated commit together"))
+			return errors.New("captures.store: postgres keeps captures in the database of the events outbox; set events.outbox.enabled and events.outbox.url, so that a capture and its CaptureCreated commit together")
 		}
 	case "", "memory":
 		if outbox {
-			errs = append(errs, errors.New("events.outbox.enabled: captures in memory cannot share a transaction with the outbox; set captures.store: postgres"))
+			return errors.New("events.outbox.enabled: captures in memory cannot share a transaction with the outbox; set captures.store: postgres")
 		}
 	default:
-		errs = append(errs, fmt.Errorf("captures.store: %q is neither memory nor postgres", cfg.Captures.Store))
+		return fmt.Errorf("captures.store: %q is neither memory nor postgres", cfg.Captures.Store)
 	}
-	return errors.Join(errs...)
+	return nil
 }
 
 // Audience is the audience the service's tokens must name.
@@ -91,8 +98,13 @@ func NewServer(ctx context.Context, cfg Config, opts ...service.Option) (*servic
 
 // OpenStore opens the store that cfg's captures.store names for srv: a
 // MemoryStore, or a PostgresStore in the database of the events outbox,
-// whose pool /readyz checks and srv's Shutdown closes.
+// whose pool /readyz checks and srv's Shutdown closes. It refuses a store
+// and an outbox that do not go together, as Validate does; srv must have
+// been built from cfg, so that its bus is the outbox cfg names.
 func OpenStore(ctx context.Context, srv *service.Server, cfg Config) (Store, error) {
+	if err := cfg.checkStore(); err != nil {
+		return nil, fmt.Errorf("captures: %w", err)
+	}
 	if cfg.Captures.Store != "postgres" {
 		return NewMemoryStore(), nil
 	}

@@ -183,6 +183,10 @@ func TestConfigValidate(t *testing.T) {
 		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: Validate() = %v, want an error containing %q", tc.name, err, tc.want)
 		}
+		// A caller that opens the store without Validate is refused too.
+		if _, err := OpenStore(t.Context(), nil, cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: OpenStore() = %v, want an error containing %q", tc.name, err, tc.want)
+		}
 	}
 	if err := base.Validate(); err != nil {
 		t.Errorf("LocalConfig().Validate() = %v", err)

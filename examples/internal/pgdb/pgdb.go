@@ -34,6 +34,11 @@ type Config struct {
 // configuration key of cfg, such as "impact.database", to name it in
 // errors; app is the application_name the server shows for its sessions.
 func Open(ctx context.Context, key string, cfg Config, app string) (*pgxpool.Pool, error) {
+	if cfg.URL == "" {
+		// pgx would fill in its defaults (the local server, $PGUSER):
+		// never a database nobody named.
+		return nil, fmt.Errorf("%s.url: required", key)
+	}
 	if u, err := url.Parse(cfg.URL); err == nil && u.User != nil {
 		if _, ok := u.User.Password(); ok {
 			return nil, fmt.Errorf("%s.url: holds a password; set it in %s.password, a secret, so that it never prints", key, key)

@@ -39,6 +39,7 @@ func TestOpenFailures(t *testing.T) {
 		cfg  pgdb.Config
 		want string
 	}{
+		{"no URL", pgdb.Config{}, "impact.database.url: required"},
 		{"a password in the URL", pgdb.Config{URL: "postgres://impact:hunter2@db:5432/impact"}, "impact.database.url: holds a password; set it in impact.database.password"},
 		{"not a URL", pgdb.Config{URL: "postgres://db:notaport/impact"}, "impact.database.url:"},
 		{"nobody listening", pgdb.Config{URL: "postgres://impact@127.0.0.1:1/impact?connect_timeout=2", Password: config.NewSecret("hunter2")}, "connecting to impact.database.url"},
