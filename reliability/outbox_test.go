@@ -3,12 +3,9 @@
 package reliability_test
 
 import (
-	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -38,18 +35,11 @@ func TestOutboxBrokerDown(t *testing.T) {
 	natsAdmin := testenv.NATSConn(t)
 	proxy := testenv.NewProxy(t, testenv.NATS.HostPort(t))
 	ctx := ctxT(t)
-	schema := "loam_reliability_" + strings.ToLower(rand.Text()[:10])
+	schema, _ := testenv.PostgresSchema(t, "loam_reliability")
 	orders := pgx.Identifier{schema, "orders"}.Sanitize()
-	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+pgx.Identifier{schema}.Sanitize()+"; CREATE TABLE "+orders+" (id text PRIMARY KEY)"); err != nil {
+	if _, err := admin.Exec(ctx, "CREATE TABLE "+orders+" (id text PRIMARY KEY)"); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if _, err := admin.Exec(cctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE"); err != nil {
-			t.Errorf("cleanup: dropping schema %s: %v", schema, err)
-		}
-	})
 	name := topicName(t, func() *nats.Conn { return natsAdmin })
 	nb, err := natsjs.New(ctx, natsjs.Config{
 		URL: "nats://" + proxy.Addr(), Name: t.Name(), ReconnectWait: 100 * time.Millisecond,
