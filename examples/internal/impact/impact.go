@@ -219,7 +219,9 @@ func readError(err error) error {
 // Handle applies a CaptureCreated event, then drops the cached answers it
 // changes (the planter's impact and the ranking) so that the next read
 // sees it. A failed write or invalidation is returned, so the bus
-// redelivers the event; applying it again is harmless.
+// redelivers the event; applying it again is harmless. The answers are
+// dropped for a capture already counted too: its first delivery may have
+// counted it and then failed to drop them.
 func (s *Service) Handle(ctx context.Context, e *events.Event[*capturesv1.CaptureCreated]) error {
 	if e.Data.GetPlanterId() == "" || e.Data.GetCaptureId() == "" {
 		return events.Permanent(errors.New("CaptureCreated without planter_id or capture_id"))
